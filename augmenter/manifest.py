@@ -1,0 +1,120 @@
+"""The manifest: one normalised row per clip, the hand-off between every stage.
+
+Paths are relative to a dataset root given at run time, so one manifest serves every machine of a cluster.
+Frame numbers (onset/apex/offset) are the dataset's own numbers, i.e. the last integer in a frame's file name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from augmenter.errors import UserError
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "dataset",  # casme2 | samm | smic | casme3 | mmew | demo datasets reuse "casme2"
+    "subject",  # the dataset's own id, as its sheet writes it (CASME II "1", SAMM "006", SMIC "s1")
+    "clip_id",  # the sheet's filename (EP02_01f, 006_1_2, s1_ne_01)
+    "frames_dir",  # relative to the dataset root
+    "frame_pattern",  # glob inside frames_dir, e.g. "img*.jpg"
+    "onset",
+    "apex",
+    "offset",
+    "apex_estimated",  # True when the dataset gives no apex and the middle frame stands in (SMIC)
+    "fps",
+    "n_frames",
+    "au",  # canonical AU string, e.g. "1+2+L4"; empty when the dataset has none
+    "emotion",  # the dataset's own word
+    "label3",  # negative | positive | surprise | "" (not in the 3-class protocol)
+)
+LABEL3_CLASSES: tuple[str, ...] = ("negative", "positive", "surprise")
+
+_STRING_COLUMNS = ("dataset", "subject", "clip_id", "frames_dir", "frame_pattern", "au", "emotion", "label3")
+_INT_COLUMNS = ("onset", "apex", "offset", "n_frames")
+_FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad annotation row (or file), kept so a whole sheet is reported in one pass."""
+
+    file: str
+    row: int | None  # 1-based row in the source sheet (header = row 1 for spreadsheets); None = whole file
+    clip: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}" + (f" row {self.row}" if self.row is not None else "")
+        clip = f" ({self.clip})" if self.clip else ""
+        return f"{where}{clip}: {self.reason}"
+
+
+def clip_key(row: pd.Series | dict) -> str:
+    """A stable id of a clip across runs and machines: dataset/subject/clip_id."""
+    return f"{row['dataset']}/{row['subject']}/{row['clip_id']}"
+
+
+def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write atomically (temp + rename) so a killed run never leaves half a manifest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"manifest frame lacks columns {missing}")
+    extra = [c for c in frame.columns if c not in MANIFEST_COLUMNS]
+    tmp = path.with_name(path.name + ".tmp")
+    frame[list(MANIFEST_COLUMNS) + extra].to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest CSV with ids kept as strings ("006" stays "006")."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: manifest not found; build one with `augmenter manifest build`")
+    dtypes = {c: "string" for c in _STRING_COLUMNS}
+    try:
+        frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{path}: not a readable manifest CSV ({exc}); rebuild it with `augmenter manifest build`")
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path}: manifest lacks columns {missing}; rebuild it with `augmenter manifest build`")
+    for column in _STRING_COLUMNS:
+        frame[column] = frame[column].astype(str)
+    for column in _INT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="raise").astype("int64")
+    frame["fps"] = pd.to_numeric(frame["fps"]).astype("float64")
+    frame["apex_estimated"] = frame["apex_estimated"].astype(str).str.lower().isin(["true", "1"])
+    return frame
+
+
+def frame_number(path: Path) -> int:
+    """The dataset's frame number: the last integer in the file name (img46.jpg → 46, 006_05562.jpg → 5562)."""
+    match = _FRAME_NUMBER.search(path.stem)
+    if match is None:
+        raise ValueError(f"{path}: no frame number in the file name")
+    return int(match.group(1))
+
+
+def list_frames(row: pd.Series | dict, root: str | Path) -> list[tuple[int, Path]]:
+    """All frames of a clip on disk, sorted by frame number (never by directory order)."""
+    folder = Path(root) / str(row["frames_dir"])
+    frames = [(frame_number(p), p) for p in folder.glob(str(row["frame_pattern"])) if p.is_file()]
+    return sorted(frames)
+
+
+def clip_frames(row: pd.Series | dict, root: str | Path) -> list[tuple[int, Path]]:
+    """The frames from onset to offset inclusive; raises UserError naming the clip when they are absent."""
+    onset, offset = int(row["onset"]), int(row["offset"])
+    frames = [(n, p) for n, p in list_frames(row, root) if onset <= n <= offset]
+    if not frames:
+        raise UserError(
+            f"{Path(root) / str(row['frames_dir'])}: no frames {onset}..{offset} matching "
+            f"{row['frame_pattern']!r} for clip {clip_key(row)}; check --root"
+        )
+    return frames
