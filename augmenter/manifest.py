@@ -57,6 +57,11 @@ def clip_key(row: pd.Series | dict) -> str:
     return f"{row['dataset']}/{row['subject']}/{row['clip_id']}"
 
 
+def fold_key(dataset: str, subject: str) -> str:
+    """The subject identity used by LOSO folds and provenance: "dataset/subject" ("casme2/1", "samm/006")."""
+    return f"{dataset}/{subject}"
+
+
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write atomically (temp + rename) so a killed run never leaves half a manifest."""
     path = Path(path)

@@ -1,0 +1,107 @@
+"""CASME II: the coding spreadsheet (2014/2019/"updated" .xlsx, or the 2015 CSV export) → manifest rows.
+
+Columns are found by header name, so the blank spacer columns of the 2019 sheet, the CSV's lower-case names
+and extra columns to the right (the demo corpus adds some) all read the same. Subjects are written as ints or
+"01"; the manifest writes "1" (the fold key is "casme2/1") and the frames live under `sub01`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from augmenter.datasets.common import (
+    BAD_SUBJECT,
+    MISSING_FILENAME,
+    Issues,
+    check_frames_on_disk,
+    read_table,
+    resolve_au,
+    resolve_label3,
+    resolve_timing,
+)
+from augmenter.errors import UserError
+
+DATASET = "casme2"
+FPS = 200.0
+# variant name → (folder under the root, frame glob); the first one found under the root wins.
+VARIANTS: dict[str, tuple[str, str]] = {
+    "raw": ("CASME2_RAW_selected", "img*.jpg"),
+    "cropped": ("Cropped", "reg_img*.jpg"),
+}
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "subject": ("Subject", "subject"),
+    "clip": ("Filename", "file name", "clip"),
+    "onset": ("OnsetFrame", "onset"),
+    "apex": ("ApexFrame", "apex"),
+    "offset": ("OffsetFrame", "offset"),
+    "au": ("Action Units", "action_units", "AU", "AUs", "action unit"),
+    "emotion": ("Estimated Emotion", "emotion"),
+}
+
+
+def subject_number(text: str) -> int | None:
+    """'1', '01', 1.0, 'sub01' → 1; anything else None."""
+    match = re.fullmatch(r"(?:sub)?0*(\d+)(?:\.0+)?", text.strip().lower())
+    return int(match.group(1)) if match else None
+
+
+def choose_variant(root: Path | None, variant: str | None) -> tuple[str, str]:
+    """The frame folder and glob: the asked variant, else the first present under the root (raw preferred)."""
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise UserError(f"unknown CASME II variant {variant!r}; use one of {sorted(VARIANTS)}")
+        return VARIANTS[variant]
+    if root is not None:
+        for folder, pattern in VARIANTS.values():
+            if (root / folder).is_dir():
+                return folder, pattern
+    return VARIANTS["raw"]
+
+
+def read_records(
+    annotations: Path, root: Path | None, *, check_frames: bool = False, variant: str | None = None
+) -> tuple[list[tuple[int | None, dict]], Issues]:
+    """Every usable row of the sheet as a manifest record (with its sheet row number), plus the problems."""
+    what = "CASME II coding sheet (CASME2-coding-*.xlsx)"
+    rows, _ = read_table(annotations, COLUMNS, what, foreign={"Inducement Code": "samm"})
+    issues = Issues(str(annotations))
+    folder, pattern = choose_variant(root, variant)
+    records: list[tuple[int | None, dict]] = []
+    for row in rows:
+        clip = row.text("clip")
+        number = subject_number(row.text("subject"))
+        if not clip:
+            issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+            continue
+        if number is None:
+            issues.add(
+                row.number, clip, BAD_SUBJECT, f"{row.text('subject')!r} is not a subject number; dropped"
+            )
+            continue
+        subject = str(number)
+        key = (subject, clip)
+        timing = resolve_timing(row, clip, key, issues)
+        if timing is None:
+            continue
+        emotion = row.text("emotion")
+        record = {
+            "dataset": DATASET,
+            "subject": subject,
+            "clip_id": clip,
+            "frames_dir": f"{folder}/sub{number:02d}/{clip}",
+            "frame_pattern": pattern,
+            "onset": timing.onset,
+            "apex": timing.apex,
+            "offset": timing.offset,
+            "apex_estimated": timing.apex_estimated,
+            "fps": FPS,
+            "n_frames": timing.offset - timing.onset + 1,
+            "au": resolve_au(row, clip, key, issues),
+            "emotion": emotion,
+            "label3": resolve_label3(emotion, row.number, clip, key, issues),
+        }
+        if check_frames and root is not None and not check_frames_on_disk(record, root, row.number, issues):
+            continue
+        records.append((row.number, record))
+    return records, issues

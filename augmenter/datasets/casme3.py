@@ -1,0 +1,91 @@
+"""CAS(ME)^3 part A: `cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx` → manifest rows (30 fps).
+
+Frames: `part_A/spNO.1/b/color/175.jpg` — subject folder, the sheet's Filename (one recording), then color/.
+A recording holds several MEs, so the Filename repeats within a subject: clip_id is "<Filename>_<Onset>".
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from augmenter.datasets.common import (
+    BAD_SUBJECT,
+    MISSING_FILENAME,
+    Issues,
+    check_frames_on_disk,
+    read_table,
+    resolve_au,
+    resolve_label3,
+    resolve_timing,
+    under_root,
+)
+
+DATASET = "casme3"
+FPS = 30.0
+FRAME_PATTERN = "*.jpg"
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "subject": ("Subject",),
+    "clip": ("Filename", "File name"),
+    "onset": ("Onset", "OnsetFrame", "Onset Frame"),
+    "apex": ("Apex", "ApexFrame", "Apex Frame"),
+    "offset": ("Offset", "OffsetFrame", "Offset Frame"),
+    "au": ("AU", "Action Units", "AUs"),
+    "emotion": ("emotion", "Estimated Emotion"),
+}
+
+
+def subject_folder(text: str) -> str | None:
+    """'spNO.1' stays; 1 or '1' → 'spNO.1' (the folder name); anything else None."""
+    text = text.strip()
+    match = re.fullmatch(r"(?:spNO\.)?0*(\d+)(?:\.0+)?", text, flags=re.IGNORECASE)
+    return f"spNO.{int(match.group(1))}" if match else None
+
+
+def read_records(
+    annotations: Path, root: Path | None, *, check_frames: bool = False
+) -> tuple[list[tuple[int | None, dict]], Issues]:
+    """Every usable row of the part A sheet as a manifest record (with its sheet row), plus problems."""
+    rows, _ = read_table(
+        annotations, COLUMNS, "CAS(ME)^3 part A sheet (cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx)"
+    )
+    issues = Issues(str(annotations))
+    prefix = under_root(root, "part_A")
+    records: list[tuple[int | None, dict]] = []
+    for row in rows:
+        recording = row.text("clip")
+        subject = subject_folder(row.text("subject"))
+        if not recording:
+            issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+            continue
+        if subject is None:
+            issues.add(
+                row.number, recording, BAD_SUBJECT, f"{row.text('subject')!r} is not a subject id; dropped"
+            )
+            continue
+        clip = f"{recording}_{row.text('onset')}"
+        key = (subject, clip)
+        timing = resolve_timing(row, clip, key, issues)
+        if timing is None:
+            continue
+        emotion = row.text("emotion")
+        record = {
+            "dataset": DATASET,
+            "subject": subject,
+            "clip_id": f"{recording}_{timing.onset}",
+            "frames_dir": f"{prefix}{subject}/{recording}/color",
+            "frame_pattern": FRAME_PATTERN,
+            "onset": timing.onset,
+            "apex": timing.apex,
+            "offset": timing.offset,
+            "apex_estimated": timing.apex_estimated,
+            "fps": FPS,
+            "n_frames": timing.offset - timing.onset + 1,
+            "au": resolve_au(row, clip, key, issues),
+            "emotion": emotion,
+            "label3": resolve_label3(emotion, row.number, clip, key, issues),
+        }
+        if check_frames and root is not None and not check_frames_on_disk(record, root, row.number, issues):
+            continue
+        records.append((row.number, record))
+    return records, issues

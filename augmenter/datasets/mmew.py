@@ -1,0 +1,88 @@
+"""MMEW: `MMEW_Micro_Exp.xlsx` → manifest rows.
+
+Frames are filed by emotion: `Micro_Expression/<emotion>/<Filename, e.g. S01-01-001>/*.jpg`; the
+emotion folder's spelling on disk is matched case-insensitively. MMEW was filmed at 90 fps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from augmenter.datasets.common import (
+    BAD_SUBJECT,
+    MISSING_FILENAME,
+    Issues,
+    cell_text,
+    check_frames_on_disk,
+    read_table,
+    resolve_au,
+    resolve_label3,
+    resolve_timing,
+    under_root,
+)
+
+DATASET = "mmew"
+FPS = 90.0
+FRAME_PATTERN = "*.jpg"
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "subject": ("Subject",),
+    "clip": ("Filename", "File name"),
+    "onset": ("OnsetFrame", "Onset Frame", "Onset"),
+    "apex": ("ApexFrame", "Apex Frame", "Apex"),
+    "offset": ("OffsetFrame", "Offset Frame", "Offset"),
+    "au": ("Action Units", "AU", "AUs"),
+    "emotion": ("Estimated Emotion", "Emotion"),
+}
+
+
+def _emotion_folder(root: Path | None, prefix: str, emotion: str) -> str:
+    """The emotion folder as spelled on disk (case-insensitive match), else the sheet's word."""
+    if root is not None and (root / prefix).is_dir():
+        for folder in (root / prefix).iterdir():
+            if folder.is_dir() and folder.name.lower() == emotion.lower():
+                return folder.name
+    return emotion
+
+
+def read_records(
+    annotations: Path, root: Path | None, *, check_frames: bool = False
+) -> tuple[list[tuple[int | None, dict]], Issues]:
+    """Every usable row of the MMEW sheet as a manifest record (with its sheet row number), plus problems."""
+    rows, _ = read_table(annotations, COLUMNS, "MMEW sheet (MMEW_Micro_Exp.xlsx)")
+    issues = Issues(str(annotations))
+    prefix = under_root(root, "Micro_Expression")
+    records: list[tuple[int | None, dict]] = []
+    for row in rows:
+        clip = row.text("clip")
+        subject = cell_text(row.cells.get("subject"))
+        if not clip:
+            issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+            continue
+        if not subject:
+            issues.add(row.number, clip, BAD_SUBJECT, "empty Subject cell; row dropped")
+            continue
+        key = (subject, clip)
+        timing = resolve_timing(row, clip, key, issues)
+        if timing is None:
+            continue
+        emotion = row.text("emotion")
+        record = {
+            "dataset": DATASET,
+            "subject": subject,
+            "clip_id": clip,
+            "frames_dir": f"{prefix}{_emotion_folder(root, prefix, emotion)}/{clip}",
+            "frame_pattern": FRAME_PATTERN,
+            "onset": timing.onset,
+            "apex": timing.apex,
+            "offset": timing.offset,
+            "apex_estimated": timing.apex_estimated,
+            "fps": FPS,
+            "n_frames": timing.offset - timing.onset + 1,
+            "au": resolve_au(row, clip, key, issues),
+            "emotion": emotion,
+            "label3": resolve_label3(emotion, row.number, clip, key, issues),
+        }
+        if check_frames and root is not None and not check_frames_on_disk(record, root, row.number, issues):
+            continue
+        records.append((row.number, record))
+    return records, issues

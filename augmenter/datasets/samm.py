@@ -1,0 +1,110 @@
+"""SAMM: `SAMM_Micro_FACS_Codes_v2.xlsx` → manifest rows.
+
+The sheet opens with a preamble (title, citation, symbol key) before its header row; the header is
+found by its content, not by a fixed row number. Subjects keep their 3-digit zero padding ("006"),
+also when Excel stored 6. Frames: `<root>/SAMM/006/006_1_2/006_05562.jpg` (or `<root>/006/...` when
+the root is the SAMM folder).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from augmenter.datasets.common import (
+    BAD_SUBJECT,
+    MISSING_FILENAME,
+    UNKNOWN_EMOTION,
+    Issues,
+    check_frames_on_disk,
+    label3_of,
+    last_frame_on_disk,
+    read_table,
+    resolve_au,
+    resolve_timing,
+    under_root,
+)
+
+DATASET = "samm"
+FPS = 200.0
+FRAME_PATTERN = "*.jpg"
+EMOTIONS: tuple[str, ...] = (
+    "Anger",
+    "Contempt",
+    "Happiness",
+    "Surprise",
+    "Other",
+    "Disgust",
+    "Fear",
+    "Sadness",
+)
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "subject": ("Subject",),
+    "clip": ("Filename", "File name"),
+    "onset": ("Onset Frame", "Onset", "OnsetFrame"),
+    "apex": ("Apex Frame", "Apex", "ApexFrame"),
+    "offset": ("Offset Frame", "Offset", "OffsetFrame"),
+    "au": ("Action Units", "AU", "AUs"),
+    "emotion": ("Estimated Emotion", "Emotion"),
+}
+
+
+def subject_id(text: str) -> str | None:
+    """6, 6.0, '6', '006' → '006'; anything else None."""
+    match = re.fullmatch(r"0*(\d+)(?:\.0+)?", text.strip())
+    return f"{int(match.group(1)):03d}" if match else None
+
+
+def read_records(
+    annotations: Path, root: Path | None, *, check_frames: bool = False
+) -> tuple[list[tuple[int | None, dict]], Issues]:
+    """Every usable row of the SAMM sheet as a manifest record (with its sheet row number), plus problems."""
+    rows, _ = read_table(annotations, COLUMNS, "SAMM sheet (SAMM_Micro_FACS_Codes_v2.xlsx)")
+    issues = Issues(str(annotations))
+    prefix = under_root(root, "SAMM")
+    known = {emotion.lower() for emotion in EMOTIONS}
+    records: list[tuple[int | None, dict]] = []
+    for row in rows:
+        clip = row.text("clip")
+        subject = subject_id(row.text("subject"))
+        if not clip:
+            issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+            continue
+        if subject is None:
+            issues.add(
+                row.number, clip, BAD_SUBJECT, f"{row.text('subject')!r} is not a subject number; dropped"
+            )
+            continue
+        key = (subject, clip)
+        frames_dir = f"{prefix}{subject}/{clip}"
+        last = last_frame_on_disk(root, frames_dir, FRAME_PATTERN)
+        timing = resolve_timing(row, clip, key, issues, last_frame=last)
+        if timing is None:
+            continue
+        emotion = row.text("emotion")
+        label3 = label3_of(emotion)
+        if emotion.lower() not in known or label3 is None:
+            issues.add(
+                row.number, clip, UNKNOWN_EMOTION, f"{emotion!r} is not one of {', '.join(EMOTIONS)}", key
+            )
+            label3 = label3 or ""
+        record = {
+            "dataset": DATASET,
+            "subject": subject,
+            "clip_id": clip,
+            "frames_dir": frames_dir,
+            "frame_pattern": FRAME_PATTERN,
+            "onset": timing.onset,
+            "apex": timing.apex,
+            "offset": timing.offset,
+            "apex_estimated": timing.apex_estimated,
+            "fps": FPS,
+            "n_frames": timing.offset - timing.onset + 1,
+            "au": resolve_au(row, clip, key, issues),
+            "emotion": emotion,
+            "label3": label3,
+        }
+        if check_frames and root is not None and not check_frames_on_disk(record, root, row.number, issues):
+            continue
+        records.append((row.number, record))
+    return records, issues
