@@ -26,13 +26,325 @@ err_console = Console(stderr=True)
 
 # --- manifest commands (issue 2) ---
 
+
+@manifest_app.command("build")
+def manifest_build(
+    dataset: str = typer.Option(..., "--dataset", help="casme2 | samm | smic | casme3 | mmew"),
+    out: Path = typer.Option(..., "--out", help="Manifest CSV to write (problems go to OUT.problems.csv)."),
+    annotations: Path | None = typer.Option(None, "--annotations", help="The dataset's annotation sheet."),
+    root: Path | None = typer.Option(None, "--root", help="Dataset root (frames_dir is relative to it)."),
+    check_frames: bool = typer.Option(False, "--check-frames", help="Check every clip's frames exist."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first problem instead of reporting it."),
+    protocol: str | None = typer.Option(None, "--protocol", help="megc2019: keep exactly the GT rows."),
+    gt: Path | None = typer.Option(None, "--gt", help="MEGC 2019 GT CSV (megc2019_combined_3class_gt.csv)."),
+    variant: str | None = typer.Option(None, "--variant", help="CASME II frames: raw | cropped."),
+) -> None:
+    """Read a dataset's annotations into one manifest CSV, reporting every bad row."""
+    from augmenter.datasets import build_manifest_file
+
+    build = build_manifest_file(
+        dataset,
+        annotations,
+        root,
+        out,
+        check_frames=check_frames,
+        strict=strict,
+        protocol=protocol,
+        gt=gt,
+        variant=variant,
+    )
+    build.print_summary(err_console)
+    err_console.print(f"wrote {out}", highlight=False)
+
+
+@manifest_app.command("check")
+def manifest_check(
+    manifest: Path = typer.Argument(..., help="Manifest CSV to check."),
+    root: Path = typer.Option(..., "--root", help="Dataset root the manifest's frames_dir paths are under."),
+) -> None:
+    """Check that every clip's frames exist under the root; exit code 1 when some do not."""
+    from augmenter.datasets import check_manifest
+
+    frame, problems = check_manifest(manifest, root)
+    for problem in problems[:20]:
+        err_console.print(f"[yellow]problem:[/yellow] {problem}", highlight=False, soft_wrap=True)
+    err_console.print(f"{len(frame)} clips checked, {len(problems)} problem(s)", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+
+
 # --- demo-data (issue 2) ---
+
+
+@app.command("demo-data")
+def demo_data_command(
+    out: Path = typer.Option(..., "--out", help="Folder to write the corpus into (CASME II layout + sheet)."),
+    subjects: int = typer.Option(12, "--subjects", help="Number of subjects (8 real people, then variants)."),
+    clips_per_subject: int = typer.Option(6, "--clips-per-subject", help="Clips per subject."),
+    size: int = typer.Option(128, "--size", help="Frame side in pixels (motion amplitudes scale with it)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
+) -> None:
+    """Write the demo corpus: real faces with FACS micro-movements, in the real CASME II format."""
+    from rich.progress import Progress
+
+    from augmenter.demo_data import make_demo_corpus
+
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("demo clips", total=subjects * clips_per_subject)
+        corpus = make_demo_corpus(
+            out,
+            subjects=subjects,
+            clips_per_subject=clips_per_subject,
+            size=size,
+            seed=seed,
+            progress=lambda done, total: progress.update(task, completed=done),
+        )
+    err_console.print(f"{corpus.clips} clips in {corpus.seconds:.1f} s; annotations: {corpus.annotations}")
+    print(corpus.root)
+
 
 # --- train / score (issue 3) ---
 
+
+@app.command("score")
+def score_command(
+    generator: str = typer.Option(..., "--generator", help="'landmark-tps' or an FP-FOMM checkpoint (.pt)."),
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest CSV of the held-out clips to score on."),
+    root: Path = typer.Option(..., "--root", help="Dataset root the manifest's frames_dir paths are under."),
+    out: Path = typer.Option(..., "--out", help="scores.json to write (atomically)."),
+    subjects: list[str] | None = typer.Option(
+        None, "--subjects", help="Subjects to score, as in the manifest's subject column (repeatable)."
+    ),
+    size: int | None = typer.Option(None, "--size", help="Crop size (default: the checkpoint's; tps: 128)."),
+    face_backend: str = typer.Option("dlib", "--face-backend", help="dlib | insightface | auto."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for checkpoints, e.g. cpu or cuda:0."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Reuse prepared clips from this folder."),
+) -> None:
+    """Self-reenactment scores (L1, AKD, AED, flow EPE/cosine) of a generator beside copy-onset."""
+    import json
+
+    from rich.progress import Progress
+
+    from augmenter.score import score_generator
+
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("scoring clips", total=None)
+        scores = score_generator(
+            generator,
+            manifest,
+            root,
+            subjects=subjects or None,
+            size=size,
+            backend=face_backend,
+            device=device,
+            out=out,
+            cache_dir=cache_dir,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    print(json.dumps(scores, indent=2))
+
+
 # --- generate / preview / cluster (issue 4) ---
 
+
+@app.command("generate")
+def generate_command(
+    manifest: Path | None = typer.Option(None, help="Source manifest CSV (the clips whose motion is used)."),
+    root: Path | None = typer.Option(None, help="Dataset root the source manifest's paths are relative to."),
+    generator: str | None = typer.Option(None, help="'landmark-tps' or an FP-FOMM checkpoint (.pt)."),
+    targets: Path | None = typer.Option(
+        None, help="Target faces: a manifest CSV (onset frames) or an image folder."
+    ),
+    targets_root: Path | None = typer.Option(
+        None, help="Dataset root of a target manifest (default: --root)."
+    ),
+    out: Path | None = typer.Option(None, help="The Zarr store to create, resume or grow."),
+    workers: int | None = typer.Option(None, help="Local CPU worker processes (default: core count)."),
+    gpus: str | None = typer.Option(None, help="GPU ids for local workers, e.g. '0,1'; 'none' forces CPU."),
+    scheduler_address: str | None = typer.Option(
+        None, help="Use a running Dask scheduler (or DASK_SCHEDULER_ADDRESS)."
+    ),
+    scheduler_file: Path | None = typer.Option(
+        None, help="Use a running Dask scheduler via its scheduler file."
+    ),
+    strategy: str | None = typer.Option(None, help="Pairing strategy: all | balanced."),
+    per_class: int | None = typer.Option(None, help="balanced: pairings per 3-class label."),
+    max_per_source: int | None = typer.Option(None, help="At most N pairings per source clip."),
+    max_per_target: int | None = typer.Option(None, help="At most N pairings per target face."),
+    exclude_subjects: list[str] | None = typer.Option(
+        None,
+        help="Subjects to leave out as source and target (id or fold key 'casme2/1'; repeat or comma-join).",
+    ),
+    limit: int | None = typer.Option(None, help="Make at most N pairings (a stable prefix of the plan)."),
+    size: int | None = typer.Option(None, help="Frame size in pixels (default 64)."),
+    seed: int | None = typer.Option(None, help="Plan seed (part of every pair id; default 0)."),
+    max_frames: int | None = typer.Option(
+        None, help="Frames per stored clip (default: longest planned clip)."
+    ),
+    batch_size: int | None = typer.Option(None, help="Pairings per Dask task (default: automatic)."),
+    retries: int | None = typer.Option(None, help="Dask retries of a failed task (default 1)."),
+    cache_dir: Path | None = typer.Option(
+        None, help="Prepared-clip cache shared by workers (default: OUT.cache)."
+    ),
+    face_backend: str | None = typer.Option(
+        None, help="Face backend for preparation: dlib | insightface | auto."
+    ),
+    identity_quality: bool | None = typer.Option(
+        None,
+        "--identity-quality/--no-identity-quality",
+        help="Score identity kept (generated apex vs target).",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan's counts and stop."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a store made with another generator/config."
+    ),
+    config: Path | None = typer.Option(
+        None, help="TOML job file with any of these options (command line wins)."
+    ),
+) -> None:
+    """Generate synthetic clips for every planned source × target pairing into a Zarr store (resumable)."""
+    cli_values = {k: v for k, v in locals().items() if k != "config"}
+    from augmenter.generate import generate
+    from augmenter.jobfile import build_job, read_job_file
+
+    file_values = read_job_file(config) if config is not None else {}
+    cli_values["dry_run"] = dry_run or None
+    cli_values["overwrite"] = overwrite or None
+    cli_values["exclude_subjects"] = [
+        s.strip() for v in exclude_subjects or [] for s in v.split(",") if s.strip()
+    ]
+    result = generate(build_job(file_values, cli_values))
+    typer.echo(result.plan_summary if result.planned == 0 or cli_values["dry_run"] else result.summary())
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command("preview")
+def preview_command(
+    store: Path = typer.Argument(..., help="A store made by `augmenter generate`."),
+    out: Path = typer.Option(Path("preview.gif"), help="GIF (or .png for the apex frame) to write."),
+    n: int = typer.Option(4, help="Number of clips (rows) to show."),
+    manifest: Path | None = typer.Option(
+        None, help="Source manifest (default: the one recorded in the store)."
+    ),
+    root: Path | None = typer.Option(
+        None, help="Source dataset root (default: the one recorded in the store)."
+    ),
+    seed: int = typer.Option(0, help="Which clips: a seeded sample of the done ones."),
+) -> None:
+    """Draw source | target | generated side by side for a few stored clips."""
+    from augmenter.preview import preview
+
+    typer.echo(preview(store, out, n=n, manifest=manifest, root=root, seed=seed))
+
+
+@cluster_app.command("slurm-script")
+def cluster_slurm_script(
+    generate_args: str = typer.Option(
+        "--config job.toml", "--args", help="Arguments for `augmenter generate`."
+    ),
+    nodes: int = typer.Option(1, help="Nodes to ask for."),
+    gpus_per_node: int = typer.Option(1, help="GPUs (= Dask workers) per node."),
+    cpus_per_gpu: int = typer.Option(4, help="CPU cores per GPU worker."),
+    mem_per_gpu: str = typer.Option("16G", help="Memory per GPU worker."),
+    walltime: str = typer.Option("04:00:00", "--time", help="SLURM time limit."),
+    partition: str | None = typer.Option(None, help="SLURM partition."),
+    account: str | None = typer.Option(None, help="SLURM account."),
+    style: str = typer.Option(
+        "sbatch", help="sbatch (plain script) | jobqueue (Python, needs dask-jobqueue)."
+    ),
+) -> None:
+    """Print a ready SLURM job that runs `augmenter generate` on GPU workers (submit with sbatch)."""
+    from augmenter.cluster import slurm_script
+
+    typer.echo(
+        slurm_script(
+            generate_args,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            cpus_per_gpu=cpus_per_gpu,
+            mem_per_gpu=mem_per_gpu,
+            walltime=walltime,
+            partition=partition,
+            account=account,
+            style=style,
+        ),
+        nl=False,
+    )
+
+
 # --- evaluate (issue 5) ---
+
+
+def _split_values(values: list[str] | None) -> list[str]:
+    """Repeated options and comma-separated values both work: --seeds 0 --seeds 1 or --seeds 0,1."""
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+@app.command("evaluate")
+def evaluate_command(
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest CSV of the real clips."),
+    root: Path = typer.Option(..., "--root", help="Dataset root the manifest's frames_dir paths are under."),
+    out: Path = typer.Option(..., "--out", help="Report folder (report.json, PNGs, MEGC logs, cache/)."),
+    recognizer: str = typer.Option("resnet", "--recognizer", help="resnet | ststnet | offapexnet."),
+    synthetic: list[Path] | None = typer.Option(
+        None, "--synthetic", help="Synthetic store(s) from `augmenter generate`; repeat for several."
+    ),
+    max_synthetic_ratio: float | None = typer.Option(
+        None, "--max-synthetic-ratio", help="At most R × (real training clips) synthetic clips per fold."
+    ),
+    min_quality: list[str] | None = typer.Option(
+        None, "--min-quality", help="Drop synthetic clips failing a bar, e.g. 'l1<=0.08'; repeatable."
+    ),
+    strict: bool = typer.Option(
+        True, "--strict/--no-strict", help="Refuse generators trained on the test subject."
+    ),
+    seeds: list[str] | None = typer.Option(None, "--seeds", help="Training seeds, e.g. 0,1,2 (default 0)."),
+    workers: int = typer.Option(0, "--workers", help="Local Dask workers (0/1 = in process)."),
+    scheduler_address: str | None = typer.Option(None, "--scheduler-address", help="Dask scheduler."),
+    feature_method: str = typer.Option("tvl1", "--feature-method", help="tvl1 | farneback | dis."),
+    size: int | None = typer.Option(None, "--size", help="Recognizer input side (default: configured)."),
+    crop_size: int = typer.Option(128, "--crop-size", help="Face crop side the flow is computed on."),
+    protocol: str = typer.Option("3class", "--protocol", help="3class (MEGC composite) | casme2-5class."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Override the configured fixed epoch count."),
+    face_backend: str = typer.Option("dlib", "--face-backend", help="dlib | insightface | auto."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch threads for in-process training."),
+    config: Path | None = typer.Option(None, "--config", help="Recognizer schedules TOML."),
+) -> None:
+    """LOSO recognition with and without synthetic clips; pooled UF1/UAR, gain with a 95 % CI, figures."""
+    from recognition_eval.evaluate import EvaluateJob, evaluate
+
+    try:
+        seed_values = tuple(int(v) for v in _split_values(seeds)) or (0,)
+    except ValueError as exc:
+        raise UserError(f"--seeds {seeds}: give integers, e.g. --seeds 0,1,2") from exc
+    job = EvaluateJob(
+        manifest=manifest,
+        root=root,
+        out=out,
+        recognizer=recognizer,
+        synthetic=tuple(synthetic or ()),
+        max_synthetic_ratio=max_synthetic_ratio,
+        min_quality=tuple(min_quality or ()),
+        strict=strict,
+        seeds=seed_values,
+        workers=workers,
+        scheduler_address=scheduler_address,
+        feature_method=feature_method,
+        size=size,
+        crop_size=crop_size,
+        backend=face_backend,
+        protocol=protocol,
+        device=device,
+        epochs=epochs,
+        config=config,
+        torch_threads=threads,
+        progress=lambda message: err_console.print(message, highlight=False, soft_wrap=True),
+    )
+    evaluate(job)
+    err_console.print(f"report written to {out / 'report.json'}")
+
 
 # --- demo (issue 6) ---
 
@@ -40,7 +352,7 @@ err_console = Console(stderr=True)
 def main() -> None:
     """Console entry point: user errors become one red line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit codes instead of exiting in this mode
     except UserError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -56,6 +368,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

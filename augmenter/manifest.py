@@ -85,10 +85,14 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise UserError(f"{path}: not a readable manifest CSV ({exc}); rebuild it with `augmenter manifest build`")
+        raise UserError(
+            f"{path}: not a readable manifest CSV ({exc}); rebuild it with `augmenter manifest build`"
+        ) from None
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
-        raise UserError(f"{path}: manifest lacks columns {missing}; rebuild it with `augmenter manifest build`")
+        raise UserError(
+            f"{path}: manifest lacks columns {missing}; rebuild it with `augmenter manifest build`"
+        )
     for column in _STRING_COLUMNS:
         frame[column] = frame[column].astype(str)
     for column in _INT_COLUMNS:
@@ -99,7 +103,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 
 def frame_number(path: Path) -> int:
-    """The dataset's frame number: the last integer in the file name (img46.jpg → 46, 006_05562.jpg → 5562)."""
+    """The dataset's frame number: the last integer in the name (img46.jpg → 46, 006_05562.jpg → 5562)."""
     match = _FRAME_NUMBER.search(path.stem)
     if match is None:
         raise ValueError(f"{path}: no frame number in the file name")
