@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
+
 from augmenter.errors import UserError
 from augmenter.face.base import FaceBackend, FaceBox
 
@@ -36,13 +38,17 @@ def _load_backend(name: str, model_root: Path | None) -> FaceBackend:
         name = "insightface" if insightface_backend.find_model_pack(model_root) is not None else "dlib"
     if name == "insightface":
         return insightface_backend.InsightFaceBackend(model_root)
+    return _dlib_backend()
+
+
+@functools.lru_cache(maxsize=1)
+def _dlib_backend() -> FaceBackend:
+    """One dlib backend per process whatever `model_root` was asked (it only concerns insightface)."""
     from augmenter.face.dlib_backend import DlibFaceBackend
 
     return DlibFaceBackend()
 
 
-def identity_distance(first, second) -> float:  # noqa: ANN001 - any array-like embedding
+def identity_distance(first: np.ndarray, second: np.ndarray) -> float:
     """Euclidean distance between two embeddings of the same backend; compare with `identity_threshold`."""
-    import numpy as np
-
     return float(np.linalg.norm(np.asarray(first, np.float32) - np.asarray(second, np.float32)))

@@ -29,7 +29,7 @@ class FaceBox:
 class FaceBackend(Protocol):
     """Detect the main face, its 68 iBUG landmarks and an identity embedding.
 
-    Images are RGB uint8 (H, W, 3). Landmarks are float32 (68, 2) as (x, y) pixel coordinates in the image given.
+    Images are RGB uint8 (H, W, 3). Landmarks are float32 (68, 2), (x, y) pixels in the image given.
     """
 
     name: str

@@ -1,0 +1,172 @@
+"""Real face photos shipped inside installed packages, cropped into demo-corpus identities.
+
+Sources (no download, nothing cached in the repo): skimage's astronaut (Eileen Collins, public domain),
+insightface's sample `t1.jpg` (six people) and `Tom_Hanks_54745.png`. That gives 8 distinct people (dlib
+identity distances between them measured 0.63–0.91, all above the 0.6 threshold). More subjects reuse a
+person through variants (mirror, framing, lighting, colour); `DemoFace.identity` says which person a
+subject really is, so a leave-one-subject-out study on the demo corpus can be read honestly.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from augmenter.face.base import FaceBox
+from augmenter.face.dlib_backend import DlibFaceBackend
+
+# How much context around the landmarks a crop keeps: side = CROP_SCALE × landmark extent. 1.5 keeps the
+# brows and chin well inside, so the smooth motion fields never reach the border.
+CROP_SCALE = 1.5
+
+
+@dataclass(frozen=True)
+class FacePhoto:
+    """One person in a source photo: the photo region around them, RGB uint8, with a margin for re-framing."""
+
+    identity: str
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class DemoFace:
+    """A square face crop ready to animate, with its 68 landmarks in crop pixels."""
+
+    identity: str  # the real person (e.g. "t1-3"); variants of one person share it
+    variant: str  # "" for the original photo, else e.g. "mirror+warm"
+    image: np.ndarray  # uint8 (size, size, 3) RGB
+    landmarks: np.ndarray  # float32 (68, 2) x, y
+
+
+def _package_dir(package: str) -> Path:
+    """A package's folder without importing it (importing insightface pulls in onnxruntime, ~2 s)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"{path}: cannot read the bundled photo")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _region_around(
+    image: np.ndarray, left: int, top: int, right: int, bottom: int, margin: float
+) -> np.ndarray:
+    """The box grown by `margin` × its size on every side, edge-replicated where it leaves the photo."""
+    grow = int(round(margin * max(right - left, bottom - top)))
+    padded = cv2.copyMakeBorder(image, grow, grow, grow, grow, cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(padded[top : bottom + 2 * grow, left : right + 2 * grow])
+
+
+@functools.lru_cache(maxsize=1)
+def _group_photo() -> np.ndarray:
+    return _read_rgb(_package_dir("insightface") / "data" / "images" / "t1.jpg")
+
+
+@functools.lru_cache(maxsize=2)
+def bundled_face_photos(backend: DlibFaceBackend) -> tuple[FacePhoto, ...]:
+    """Every person in the bundled photos, in a fixed order (astronaut, Tom Hanks, t1 faces left to right)."""
+    import skimage.data
+
+    images_dir = _package_dir("insightface") / "data" / "images"
+    photos = [
+        FacePhoto("astronaut", np.ascontiguousarray(skimage.data.astronaut()[:300, 80:380])),
+        FacePhoto("tom-hanks", _read_rgb(images_dir / "Tom_Hanks_54745.png")),
+    ]
+    group = _group_photo()
+    boxes = sorted(backend.detect_all(group, upsample=1), key=lambda box: box.left)
+    for number, box in enumerate(boxes, start=1):
+        region = _region_around(group, box.left, box.top, box.right, box.bottom, margin=0.6)
+        photos.append(FacePhoto(f"t1-{number}", region))
+    return tuple(photos)
+
+
+# Variants that make more subjects from the same people.
+# Each entry: (name, mirror, framing scale, gamma, RGB gain).
+VARIANTS: tuple[tuple[str, bool, float, float, tuple[float, float, float]], ...] = (
+    ("", False, 1.0, 1.0, (1.0, 1.0, 1.0)),
+    ("mirror+warm", True, 1.08, 0.9, (1.06, 1.0, 0.92)),
+    ("dim+cool", False, 0.94, 1.25, (0.93, 0.98, 1.07)),
+    ("mirror+bright+grey", True, 1.12, 0.8, (1.0, 1.0, 1.0)),
+)
+
+
+def _apply_look(image: np.ndarray, gamma: float, gain: tuple[float, float, float], grey: bool) -> np.ndarray:
+    """Lighting (gamma) and colour (per-channel gain) changes; geometry is untouched."""
+    values = image.astype(np.float32) / 255.0
+    if grey:
+        values = np.repeat(values.mean(axis=2, keepdims=True), 3, axis=2)
+    values = np.clip(values**gamma * np.asarray(gain, np.float32), 0.0, 1.0)
+    return np.round(values * 255.0).astype(np.uint8)
+
+
+def crop_face(
+    photo: np.ndarray, backend: DlibFaceBackend, size: int, scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Square crop centred on the landmarks, resized to `size`, and the landmarks in crop pixels.
+
+    Landmarks are found on the full-resolution photo and mapped into the crop, which is more accurate than
+    detecting again at 64–128 px.
+    """
+    box = backend.detect(photo)
+    if box is None:
+        box = FaceBox(0, 0, photo.shape[1], photo.shape[0])
+    points = backend.landmarks(photo, box)
+    low, high = points.min(axis=0), points.max(axis=0)
+    centre = (low + high) / 2.0
+    side = CROP_SCALE * scale * float(max(high - low))
+    zoom = size / side
+    # Affine map photo → crop; warpAffine pads by mirroring where the crop leaves the photo.
+    matrix = np.array(
+        [[zoom, 0.0, size / 2.0 - zoom * centre[0]], [0.0, zoom, size / 2.0 - zoom * centre[1]]],
+        dtype=np.float64,
+    )
+    interpolation = cv2.INTER_AREA if zoom < 1.0 else cv2.INTER_CUBIC
+    if zoom < 1.0:
+        # INTER_AREA is ignored by warpAffine: shrink first with resize, then place with a pure translation.
+        shrunk = cv2.resize(photo, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_AREA)
+        real_zoom_x = shrunk.shape[1] / photo.shape[1]
+        real_zoom_y = shrunk.shape[0] / photo.shape[0]
+        matrix = np.array(
+            [
+                [1.0, 0.0, size / 2.0 - real_zoom_x * centre[0]],
+                [0.0, 1.0, size / 2.0 - real_zoom_y * centre[1]],
+            ]
+        )
+        crop = cv2.warpAffine(
+            shrunk, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+        )
+        mapped = points * np.array([real_zoom_x, real_zoom_y], np.float32) + matrix[:, 2].astype(np.float32)
+    else:
+        crop = cv2.warpAffine(
+            photo, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REFLECT101
+        )
+        mapped = points * np.float32(zoom) + matrix[:, 2].astype(np.float32)
+    return crop, mapped.astype(np.float32)
+
+
+def demo_faces(count: int, size: int, backend: DlibFaceBackend) -> list[DemoFace]:
+    """`count` subjects: the 8 bundled people first, then their variants (subject k uses person k mod 8)."""
+    photos = bundled_face_photos(backend)
+    faces = []
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        name, mirror, scale, gamma, gain = VARIANTS[(index // len(photos)) % len(VARIANTS)]
+        cycle = index // (len(photos) * len(VARIANTS))
+        if cycle:  # beyond 32 subjects: shift the framing a little more each cycle so crops still differ
+            scale *= 1.0 + 0.05 * cycle
+            name = f"{name}+frame{cycle}" if name else f"frame{cycle}"
+        image = np.ascontiguousarray(photo.image[:, ::-1]) if mirror else photo.image
+        crop, points = crop_face(image, backend, size, scale)
+        crop = _apply_look(crop, gamma, gain, grey=name.startswith("mirror+bright+grey"))
+        faces.append(DemoFace(identity=photo.identity, variant=name, image=crop, landmarks=points))
+    return faces
