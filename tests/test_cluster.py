@@ -1,0 +1,105 @@
+"""get_client on real Dask clusters: GPU pinning checked with a fake GPU list on CPU, SLURM script text."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from augmenter.cluster import (
+    close_client,
+    cluster_has_gpus,
+    detect_gpus,
+    get_client,
+    parse_gpus,
+    slurm_script,
+)
+from augmenter.errors import UserError
+
+
+def _worker_view() -> dict:
+    return {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")} | {"pid": os.getpid()}
+
+
+def test_one_worker_per_fake_gpu_each_pinned_to_its_card() -> None:
+    client = get_client(gpus=["0", "1"], dashboard_address=None)
+    try:
+        client.wait_for_workers(2, timeout=60)
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        by_name = {info["name"]: address for address, info in workers.items()}
+        assert sorted(by_name) == ["gpu-0", "gpu-1"]
+        assert all(info["nthreads"] == 1 and info["resources"] == {"GPU": 1} for info in workers.values())
+        assert all(address.startswith("tcp://127.0.0.1:") for address in workers)
+        views = client.run(_worker_view)
+        for name, address in by_name.items():
+            assert views[address]["CUDA_VISIBLE_DEVICES"] == name.removeprefix("gpu-")
+        assert views[by_name["gpu-0"]]["pid"] != views[by_name["gpu-1"]]["pid"]
+        assert cluster_has_gpus(client)
+        # tasks that ask for a GPU run one at a time per worker, on both workers
+        futures = [client.submit(_worker_view, resources={"GPU": 1}, pure=False) for _ in range(6)]
+        seen = {f.result()["CUDA_VISIBLE_DEVICES"] for f in futures}
+        assert seen <= {"0", "1"} and seen
+    finally:
+        close_client(client)
+
+
+def test_cpu_workers_are_single_threaded_processes_and_existing_scheduler_is_reused() -> None:
+    client = get_client(workers=2, gpus="none", dashboard_address=None)
+    try:
+        client.wait_for_workers(2, timeout=60)
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        assert len(workers) == 2 and all(info["nthreads"] == 1 for info in workers.values())
+        assert not cluster_has_gpus(client)
+        assert client.dashboard_link.startswith("http://127.0.0.1:")  # nothing listens on other interfaces
+        views = client.run(_worker_view)
+        assert len({v["pid"] for v in views.values()} | {os.getpid()}) == 3  # separate processes
+        assert {v["OMP_NUM_THREADS"] for v in views.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
+        # an existing scheduler: same workers, and closing this client must not stop that cluster
+        other = get_client(scheduler_address=client.scheduler.address)
+        assert set(other.scheduler_info(n_workers=-1)["workers"]) == set(workers)
+        close_client(other)
+        assert client.submit(sum, [1, 2]).result() == 3
+    finally:
+        close_client(client)
+
+
+def test_gpu_list_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_gpus("0, 2") == ["0", "2"] and parse_gpus("none") == [] and parse_gpus(None) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert detect_gpus() == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert detect_gpus() == []
+    with pytest.raises(UserError, match="scheduler file"):
+        get_client(scheduler_file="/nonexistent/scheduler.json")
+
+
+def test_slurm_scripts_are_valid_and_pin_gpus(tmp_path) -> None:  # noqa: ANN001
+    text = slurm_script("--config job.toml", nodes=2, gpus_per_node=4, partition="gpu")
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --ntasks-per-node=4" in text
+    assert "--gpus-per-task=1" in text and "--resources GPU=1" in text and "--nthreads 1" in text
+    assert "srun --ntasks=8" in text and "augmenter generate --scheduler-file" in text
+    assert "#SBATCH --partition=gpu" in text
+    script = tmp_path / "job.sbatch"
+    script.write_text(text)
+    if shutil.which("bash"):
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    python = slurm_script("--config job.toml", style="jobqueue", gpus_per_node=2)
+    compile(python, "jobqueue.py", "exec")  # valid Python without importing dask_jobqueue
+    assert '"--gres=gpu:1"' in python and "cluster.scale(jobs=2)" in python
+    with pytest.raises(UserError):
+        slurm_script(style="pbs")
+
+
+def test_cli_prints_the_slurm_script() -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(
+        app, ["cluster", "slurm-script", "--gpus-per-node", "2", "--args", "--config j.toml"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "#SBATCH --ntasks-per-node=2" in result.output
+    assert 'augmenter generate --scheduler-file "$SCHEDULER_FILE" --config j.toml' in result.output
