@@ -400,8 +400,16 @@ def test_missing_column_and_wrong_sheet_are_user_errors(tmp_path: Path) -> None:
         build_manifest("casme2", header_only, None)
     with pytest.raises(UserError, match="unknown dataset"):
         build_manifest("casme9", header_only, None)
-    with pytest.raises(UserError, match="needs the GT file"):
-        build_manifest("casme2", CASME2_2019, None, protocol="megc2019")
+    with pytest.raises(UserError, match="GT file not found"):
+        build_manifest("casme2", CASME2_2019, None, protocol="megc2019", gt=tmp_path / "absent-gt.csv")
+
+
+def test_bundled_gt_is_the_official_file() -> None:
+    """Without --gt the shipped copy of the official GT is used: the same 145 CASME II rows."""
+    bundled = build_manifest("casme2", CASME2_2019, None, protocol="megc2019")
+    explicit = build_manifest("casme2", CASME2_2019, None, protocol="megc2019", gt=GT)
+    assert bundled.gt_matched == explicit.gt_matched == 145
+    assert bundled.frame.equals(explicit.frame)
 
 
 def test_gt_row_not_in_annotations_is_named(tmp_path: Path) -> None:

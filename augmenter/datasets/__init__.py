@@ -109,9 +109,7 @@ def _apply_protocol(
         raise UserError(
             f"protocol megc2019 covers {', '.join(megc2019.DATASETS)}, not {dataset!r}; drop --protocol"
         )
-    if gt is None:
-        raise UserError("protocol megc2019 needs the GT file: pass --gt megc2019_combined_3class_gt.csv")
-    gt_rows = megc2019.read_gt(gt, dataset)
+    gt_rows = megc2019.read_gt(gt if gt is not None else megc2019.BUNDLED_GT, dataset)
     by_key = {
         record_key: (row, record)
         for row, record in records

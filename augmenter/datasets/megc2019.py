@@ -17,6 +17,8 @@ from augmenter.errors import UserError
 PROTOCOL = "megc2019"
 DATASETS: tuple[str, ...] = ("casme2", "samm", "smic")
 LABELS: dict[str, str] = {"0": "negative", "1": "positive", "2": "surprise"}
+# The official GT file (442 rows, 68 subjects), shipped so `--protocol megc2019` works without `--gt`.
+BUNDLED_GT = Path(__file__).with_name("megc2019_combined_3class_gt.csv")
 
 
 @dataclass(frozen=True)
