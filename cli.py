@@ -36,7 +36,9 @@ def manifest_build(
     check_frames: bool = typer.Option(False, "--check-frames", help="Check every clip's frames exist."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first problem instead of reporting it."),
     protocol: str | None = typer.Option(None, "--protocol", help="megc2019: keep exactly the GT rows."),
-    gt: Path | None = typer.Option(None, "--gt", help="MEGC 2019 GT CSV (megc2019_combined_3class_gt.csv)."),
+    gt: Path | None = typer.Option(
+        None, "--gt", help="MEGC 2019 GT CSV (default: the official file shipped with augmenter)."
+    ),
     variant: str | None = typer.Option(None, "--variant", help="CASME II frames: raw | cropped."),
 ) -> None:
     """Read a dataset's annotations into one manifest CSV, reporting every bad row."""
@@ -106,6 +108,46 @@ def demo_data_command(
 # --- train / score (issue 3) ---
 
 
+@app.command("train")
+def train_command(
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest CSV of the training clips."),
+    root: Path = typer.Option(..., "--root", help="Dataset root the manifest's frames_dir paths are under."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt (+ .sha256), log, cache/."),
+    config: str = typer.Option("tiny-64", "--config", help="seed-64 | tiny-64 | paper-256 or a TOML file."),
+    steps: int | None = typer.Option(None, "--steps", help="Total steps (default: the config's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
+    exclude_subjects: list[str] | None = typer.Option(
+        None,
+        "--exclude-subjects",
+        help="Subjects kept out ('1' or 'casme2/1'; repeatable or comma-separated).",
+    ),
+    vgg_weights: Path | None = typer.Option(
+        None, "--vgg-weights", help="Local torchvision VGG19 state dict for the perceptual loss."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:1 …"),
+    face_backend: str = typer.Option("dlib", "--face-backend", help="dlib | insightface | auto."),
+) -> None:
+    """Train (or resume) the FP-FOMM generator on pairs of frames of the manifest's clips."""
+    from augmenter.train import train
+
+    result = train(
+        manifest,
+        root,
+        config,
+        out,
+        steps=steps,
+        resume=resume,
+        exclude_subjects=tuple(s for value in exclude_subjects or () for s in value.split(",") if s),
+        vgg_weights=vgg_weights,
+        device=device,
+        face_backend=face_backend,
+    )
+    err_console.print(
+        f"{result.checkpoint}: {result.steps} steps of {result.config_name} on "
+        f"{len(result.training_subjects)} subjects in {result.seconds / 60:.1f} min"
+    )
+
+
 @app.command("score")
 def score_command(
     generator: str = typer.Option(..., "--generator", help="'landmark-tps' or an FP-FOMM checkpoint (.pt)."),
@@ -113,7 +155,7 @@ def score_command(
     root: Path = typer.Option(..., "--root", help="Dataset root the manifest's frames_dir paths are under."),
     out: Path = typer.Option(..., "--out", help="scores.json to write (atomically)."),
     subjects: list[str] | None = typer.Option(
-        None, "--subjects", help="Subjects to score, as in the manifest's subject column (repeatable)."
+        None, "--subjects", help="Subjects to score ('1' or 'casme2/1'; repeatable or comma-separated)."
     ),
     size: int | None = typer.Option(None, "--size", help="Crop size (default: the checkpoint's; tps: 128)."),
     face_backend: str = typer.Option("dlib", "--face-backend", help="dlib | insightface | auto."),
@@ -133,7 +175,7 @@ def score_command(
             generator,
             manifest,
             root,
-            subjects=subjects or None,
+            subjects=[s for value in subjects or [] for s in value.split(",") if s] or None,
             size=size,
             backend=face_backend,
             device=device,
@@ -309,7 +351,7 @@ def evaluate_command(
     epochs: int | None = typer.Option(None, "--epochs", help="Override the configured fixed epoch count."),
     face_backend: str = typer.Option("dlib", "--face-backend", help="dlib | insightface | auto."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    threads: int | None = typer.Option(None, "--threads", help="Torch threads for in-process training."),
+    threads: int = typer.Option(1, "--threads", help="Torch threads for in-process training."),
     config: Path | None = typer.Option(None, "--config", help="Recognizer schedules TOML."),
 ) -> None:
     """LOSO recognition with and without synthetic clips; pooled UF1/UAR, gain with a 95 % CI, figures."""

@@ -449,5 +449,3 @@ def smooth_tracks(landmarks: np.ndarray, sigma_frames: float = 2.0, dead_band_px
 
 
 # Kept for callers written against the earlier private names.
-_atomic_savez = atomic_savez
-_load_npz = load_npz

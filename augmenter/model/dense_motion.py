@@ -1,0 +1,117 @@
+"""Dense motion network: from sparse keypoint motions to one backward warp field and an occlusion map.
+
+Each keypoint k gives a local first-order motion T_k(z) = p_s + J_s J_d⁻¹ (z − p_d) that maps a driving-frame
+position z to the source frame. An hourglass sees the heatmap difference and the source warped by every T_k,
+and predicts a softmax mask that mixes them into one field. FOMM adds an identity "background" motion as an
+extra choice; in the seed's formulation the mask collapses onto it (DESIGN §5a); with tracked keypoints and
+the teacher flow it did not (and it helped on validation), so it is a switch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from augmenter.model.blocks import AntiAliasInterpolation2d, Hourglass
+from augmenter.model.grid import coordinate_grid, gaussian_heatmaps, warp
+
+
+def relative_jacobians(
+    kp_source: dict[str, torch.Tensor], kp_driving: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """J_s · J_d⁻¹ per keypoint, (B, K, 2, 2); computed in float32 (inverting in half precision is
+    unstable)."""
+    source = kp_source["jacobian"].float()
+    driving = kp_driving["jacobian"].float()
+    # X J_d = J_s  ⇔  J_dᵀ Xᵀ = J_sᵀ
+    return torch.linalg.solve(driving.transpose(-1, -2), source.transpose(-1, -2)).transpose(-1, -2)
+
+
+def sparse_motions(
+    kp_source: dict[str, torch.Tensor],
+    kp_driving: dict[str, torch.Tensor],
+    height: int,
+    width: int,
+    background: bool,
+) -> torch.Tensor:
+    """(B, K [+1], H, W, 2) sampling grids, one per keypoint (and the identity first when `background`)."""
+    source_points = kp_source["value"].float()
+    driving_points = kp_driving["value"].float()
+    grid = coordinate_grid(height, width, device=source_points.device)  # (H, W, 2)
+    relative = grid[None, None] - driving_points[:, :, None, None, :]  # (B, K, H, W, 2)
+    jacobian = relative_jacobians(kp_source, kp_driving)  # (B, K, 2, 2)
+    moved = torch.einsum("bkij,bkhwj->bkhwi", jacobian, relative) + source_points[:, :, None, None, :]
+    if not background:
+        return moved
+    identity = grid[None, None].expand(moved.shape[0], 1, height, width, 2)
+    return torch.cat([identity, moved], dim=1)
+
+
+class DenseMotionNetwork(nn.Module):
+    """Predicts {deformation (B, h, w, 2), occlusion_map (B, 1, h, w), mask, sparse_deformed} at
+    scale_factor."""
+
+    def __init__(
+        self,
+        num_kp: int = 18,
+        num_channels: int = 3,
+        block_expansion: int = 64,
+        max_features: int = 1024,
+        num_blocks: int = 5,
+        scale_factor: float = 0.25,
+        kp_variance: float = 0.01,
+        background: bool = True,
+        estimate_occlusion_map: bool = True,
+        head_kernel: int = 7,
+    ) -> None:
+        super().__init__()
+        self.num_kp = num_kp
+        self.background = background
+        self.kp_variance = kp_variance
+        self.scale_factor = scale_factor
+        motions = num_kp + int(background)
+        self.hourglass = Hourglass(block_expansion, motions * (num_channels + 1), num_blocks, max_features)
+        # FOMM's heads are 7×7; on small CPU models a 7×7 head on every hourglass channel is most of the cost.
+        padding = head_kernel // 2
+        self.mask = nn.Conv2d(self.hourglass.out_filters, motions, kernel_size=head_kernel, padding=padding)
+        self.occlusion = (
+            nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=head_kernel, padding=padding)
+            if estimate_occlusion_map
+            else None
+        )
+        self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+
+    def forward(
+        self,
+        source_image: torch.Tensor,
+        kp_driving: dict[str, torch.Tensor],
+        kp_source: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        small = self.down(source_image)
+        batch, channels, height, width = small.shape
+        heat = gaussian_heatmaps(
+            kp_driving["value"].float(), height, width, self.kp_variance
+        ) - gaussian_heatmaps(kp_source["value"].float(), height, width, self.kp_variance)
+        grids = sparse_motions(kp_source, kp_driving, height, width, self.background)  # (B, M, h, w, 2)
+        motions = grids.shape[1]
+        if self.background:
+            heat = torch.cat([heat.new_zeros(batch, 1, height, width), heat], dim=1)
+        repeated = (
+            small.unsqueeze(1)
+            .expand(batch, motions, channels, height, width)
+            .reshape(-1, channels, height, width)
+        )
+        deformed = warp(repeated, grids.reshape(-1, height, width, 2)).view(
+            batch, motions, channels, height, width
+        )
+        features = torch.cat([heat.unsqueeze(2).to(deformed.dtype), deformed], dim=2).view(
+            batch, -1, height, width
+        )
+        prediction = self.hourglass(features)
+        mask = F.softmax(self.mask(prediction).float(), dim=1)  # (B, M, h, w)
+        deformation = (grids * mask.unsqueeze(-1)).sum(dim=1)  # (B, h, w, 2)
+        out = {"deformation": deformation, "mask": mask, "sparse_deformed": deformed}
+        if self.occlusion is not None:
+            out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction).float())
+        return out

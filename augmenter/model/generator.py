@@ -1,0 +1,117 @@
+"""Occlusion-aware generator: encode the source, warp its features by the dense motion, decode.
+
+Output modes:
+- "decoder" (FOMM): the frame is whatever the decoder paints from the warped, occlusion-masked features.
+- "blend": the frame is occlusion · warped source pixels + (1 − occlusion) · decoder. A micro-expression moves
+  skin by a pixel or two; a decoder that repaints every pixel blurs such motion away (DESIGN §5a: the pixel
+  warp alone beat the decoded frame), so this path keeps the warped pixels wherever the source is visible.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from augmenter.model.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, level_features
+from augmenter.model.dense_motion import DenseMotionNetwork
+from augmenter.model.grid import resize_map, warp
+
+OUTPUT_MODES: tuple[str, ...] = ("decoder", "blend")
+
+
+class OcclusionAwareGenerator(nn.Module):
+    """(source image, kp_driving, kp_source) → {prediction (B, 3, H, W) in [0, 1], deformed,
+    occlusion_map, …}."""
+
+    def __init__(
+        self,
+        num_kp: int = 18,
+        num_channels: int = 3,
+        block_expansion: int = 64,
+        max_features: int = 512,
+        num_down_blocks: int = 2,
+        num_bottleneck_blocks: int = 6,
+        output: str = "decoder",
+        dense_motion_params: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if output not in OUTPUT_MODES:
+            raise ValueError(f"generator output {output!r} is not one of {OUTPUT_MODES}")
+        self.output = output
+        self.dense_motion_network = DenseMotionNetwork(
+            num_kp=num_kp, num_channels=num_channels, **(dense_motion_params or {})
+        )
+        occlusion_head = self.dense_motion_network.occlusion
+        if output == "blend" and occlusion_head is not None:
+            # Start mostly on the warped pixels (sigmoid(2) ≈ 0.88): the decoder only has to learn what
+            # is hidden.
+            nn.init.constant_(occlusion_head.bias, 2.0)
+        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7)
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(
+                level_features(block_expansion, max_features, i),
+                level_features(block_expansion, max_features, i + 1),
+            )
+            for i in range(num_down_blocks)
+        )
+        self.up_blocks = nn.ModuleList(
+            UpBlock2d(
+                level_features(block_expansion, max_features, num_down_blocks - i),
+                level_features(block_expansion, max_features, num_down_blocks - i - 1),
+            )
+            for i in range(num_down_blocks)
+        )
+        bottleneck_features = level_features(block_expansion, max_features, num_down_blocks)
+        self.bottleneck = nn.Sequential()
+        for i in range(num_bottleneck_blocks):
+            self.bottleneck.add_module(f"r{i}", ResBlock2d(bottleneck_features))
+        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+
+    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
+        """Source features at every level (their sizes guide the decoder); reusable across driving frames."""
+        outputs = [self.first(source_image)]
+        for block in self.down_blocks:
+            outputs.append(block(outputs[-1]))
+        return outputs
+
+    def forward(
+        self,
+        source_image: torch.Tensor,
+        kp_driving: dict[str, torch.Tensor],
+        kp_source: dict[str, torch.Tensor],
+        source_features: list[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """`source_features` (from `encode`, batch 1 or B) skips re-encoding one source for many driving
+        frames."""
+        batch = kp_driving["value"].shape[0]
+        if source_image.shape[0] != batch:
+            source_image = source_image.expand(batch, *source_image.shape[1:])
+        encoded = source_features if source_features is not None else self.encode(source_image)
+        out = encoded[-1]
+        if out.shape[0] != batch:
+            out = out.expand(batch, *out.shape[1:])
+        motion = self.dense_motion_network(source_image, kp_driving, kp_source)
+        deformation = motion["deformation"]
+        out = warp(out, deformation)
+        occlusion = motion.get("occlusion_map")
+        if occlusion is not None:
+            out = out * resize_map(occlusion, *out.shape[-2:]).to(out.dtype)
+        out = self.bottleneck(out)
+        for level, block in enumerate(self.up_blocks):
+            out = block(out, size=tuple(encoded[-2 - level].shape[-2:]))
+        decoded = torch.sigmoid(self.final(out))
+        deformed = warp(source_image, deformation)
+        if self.output == "blend" and occlusion is not None:
+            visible = resize_map(occlusion, *deformed.shape[-2:]).to(deformed.dtype)
+            prediction = visible * deformed + (1.0 - visible) * decoded
+        else:
+            prediction = decoded
+        return {
+            "prediction": prediction,
+            "decoded": decoded,
+            "deformed": deformed,
+            "deformation": deformation,
+            "mask": motion["mask"],
+            "sparse_deformed": motion["sparse_deformed"],
+            **({"occlusion_map": occlusion} if occlusion is not None else {}),
+        }
