@@ -2,7 +2,7 @@
 
 Leakage-free augmentation needs, for every LOSO test subject s, synthetic clips from a generator that never
 saw s. The demo therefore trains two generators, each on one half of the subjects, and keeps one store per
-generator: the evaluation's strict guard then gives fold s the clips of the generator trained on the other half
+generator: the strict evaluation guard gives fold s the clips of the generator trained on the other half
 (minus every clip whose source or target is s). Each stage writes its outputs atomically and is skipped when
 they exist, so a re-run (or a run after a kill) continues where the last one stopped.
 """
