@@ -62,6 +62,11 @@ def fold_key(dataset: str, subject: str) -> str:
     return f"{dataset}/{subject}"
 
 
+def row_fold_key(row: pd.Series | dict) -> str:
+    """fold_key of one manifest row."""
+    return fold_key(row["dataset"], row["subject"])
+
+
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write atomically (temp + rename) so a killed run never leaves half a manifest."""
     path = Path(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from augmenter.errors import UserError
-from augmenter.manifest import clip_key, read_manifest
+from augmenter.manifest import clip_key, read_manifest, row_fold_key
 
 PLAN_COLUMNS: tuple[str, ...] = (
     "pair_id",
@@ -34,11 +34,6 @@ STRATEGIES: tuple[str, ...] = ("all", "balanced")
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def fold_key(dataset: str, subject: str) -> str:
-    """The subject's identity across datasets ("casme2/1"), the unit of leave-one-subject-out."""
-    return f"{dataset}/{subject}"
-
-
 def pair_id_of(source_key: str, target_id: str, seed: int, generator_checksum: str) -> str:
     """A stable id of one pairing: the same inputs give the same id on every machine and every run."""
     text = f"{source_key}|{target_id}|{int(seed)}|{generator_checksum}"
@@ -50,7 +45,7 @@ def targets_from_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
     rows = [
         {
             "target_id": clip_key(row),
-            "target_subject": fold_key(row["dataset"], row["subject"]),
+            "target_subject": row_fold_key(row),
             "target_kind": "manifest",
             "target_path": "",
         }
@@ -126,7 +121,7 @@ def make_plan(
     excluded = _excluded(exclude_subjects)
     source_rows = []
     for _, row in sources.iterrows():
-        subject = fold_key(row["dataset"], row["subject"])
+        subject = row_fold_key(row)
         if _subject_matches(subject, excluded):
             continue
         if strategy == "balanced" and not str(row["label3"]):

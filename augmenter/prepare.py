@@ -24,7 +24,7 @@ from augmenter.errors import UserError
 from augmenter.face.base import FaceBackend, FaceBox
 from augmenter.flow import FlowMethod, optical_flow
 from augmenter.generators.base import PreparedClip, TargetFace
-from augmenter.manifest import clip_frames, clip_key, read_manifest
+from augmenter.manifest import clip_frames, clip_key, read_manifest, row_fold_key
 
 # Fraction of the (squared) face box added on every side: dlib's boxes cut the forehead and the chin's edge,
 # and the generators need some context around the moving skin.
@@ -302,11 +302,6 @@ def prepare_target(
     return TargetFace(key=key, subject=subject, image=crop_and_resize(image, crop, size), landmarks=landmarks)
 
 
-def fold_key(row: pd.Series | dict) -> str:
-    """The subject id across datasets: "dataset/subject"."""
-    return f"{row['dataset']}/{row['subject']}"
-
-
 def select_subjects(manifest: pd.DataFrame, subjects: Iterable[str] | None) -> pd.DataFrame:
     """Rows of the given subjects, written as in the subject column ("1") or as fold keys ("casme2/1")."""
     if subjects is None:
@@ -352,9 +347,9 @@ def prepare_targets_from_manifest(
         )
         cached = load_npz(cache_file, ("image", "landmarks")) if cache_file is not None else None
         if cached is not None:
-            targets.append(TargetFace(key, fold_key(row), cached["image"], cached["landmarks"]))
+            targets.append(TargetFace(key, row_fold_key(row), cached["image"], cached["landmarks"]))
             continue
-        target = prepare_target(onset_path, size, backend, key=key, subject=fold_key(row), margin=margin)
+        target = prepare_target(onset_path, size, backend, key=key, subject=row_fold_key(row), margin=margin)
         if cache_file is not None:
             atomic_savez(cache_file, image=target.image, landmarks=target.landmarks)
         targets.append(target)

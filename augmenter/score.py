@@ -21,8 +21,8 @@ from augmenter.errors import UserError
 from augmenter.face.base import FaceBackend, FaceBox
 from augmenter.flow import FlowMethod, end_point_error, face_mask, optical_flow
 from augmenter.generators import ClipGenerator, PreparedClip, TargetFace, load_generator
-from augmenter.manifest import read_manifest
-from augmenter.prepare import DEFAULT_MARGIN, fold_key, prepare_clip, select_subjects
+from augmenter.manifest import read_manifest, row_fold_key
+from augmenter.prepare import DEFAULT_MARGIN, prepare_clip, select_subjects
 
 METRICS: tuple[str, ...] = ("l1", "akd", "aed", "flow_epe", "flow_cos")
 # Pixels whose real flow is under this are left out of the cosine: their direction is TV-L1 noise.
@@ -176,7 +176,7 @@ def score_generator(
         raise UserError(
             f"{manifest_path}: no clips of subjects {sorted(subjects or [])}; the manifest has {known}"
         )
-    leaked = sorted({fold_key(row) for _, row in chosen.iterrows()} & set(generator.training_subjects))
+    leaked = sorted({row_fold_key(row) for _, row in chosen.iterrows()} & set(generator.training_subjects))
     if leaked:
         raise UserError(
             f"{name}: was trained on {', '.join(leaked)}, which are scored here; score held-out subjects only"
@@ -184,7 +184,7 @@ def score_generator(
     per_clip: list[dict[str, dict[str, float]]] = []
     for index, (_, row) in enumerate(chosen.iterrows()):
         clip = prepare_clip(row, root, size, backend, cache_dir=cache_dir)
-        target = TargetFace(clip.key, fold_key(row), clip.frames[0], clip.landmarks[0])
+        target = TargetFace(clip.key, row_fold_key(row), clip.frames[0], clip.landmarks[0])
         generated = generator.animate(clip, target)
         per_clip.append(score_clip(generated, clip, backend, flow_method=flow_method))
         if progress is not None:

@@ -27,7 +27,7 @@ from augmenter.face.prior import au_points_normalized
 from augmenter.flow import face_mask, optical_flow
 from augmenter.generators.base import PreparedClip
 from augmenter.generators.fpfomm import keypoint_tracks, resolve_device
-from augmenter.manifest import read_manifest
+from augmenter.manifest import read_manifest, row_fold_key
 from augmenter.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from augmenter.model.config import load_config, merge_config
 from augmenter.model.losses import (
@@ -40,7 +40,7 @@ from augmenter.model.losses import (
     teacher_flow_loss,
 )
 from augmenter.model.networks import Networks
-from augmenter.prepare import fold_key, prepare_clip
+from augmenter.prepare import prepare_clip
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
@@ -330,7 +330,7 @@ def train(
             f"{manifest if not isinstance(manifest, pd.DataFrame) else 'manifest'}: no clips left after "
             "--exclude-subjects; exclude fewer subjects"
         )
-    training_subjects = tuple(sorted({fold_key(row) for _, row in frame.iterrows()}))
+    training_subjects = tuple(sorted({row_fold_key(row) for _, row in frame.iterrows()}))
     if payload is not None and tuple(payload["training_subjects"]) != training_subjects:
         raise UserError(
             f"{checkpoint_path}: was trained on other subjects ({len(payload['training_subjects'])}) "

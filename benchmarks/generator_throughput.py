@@ -6,6 +6,9 @@ FLOP/s of the batched path beside a plain convolution microbenchmark on the same
 hardware the model's small convolutions can use.
 
     python benchmarks/generator_throughput.py [--checkpoint RUN/checkpoint.pt] [--frames 48] [--threads 2]
+        [--device cuda [--amp]] [--save-clip clip.npz | --clip clip.npz]
+
+`--save-clip` keeps the prepared real clip so a machine without dlib (a lent GPU box) can `--clip` it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from skimage import data
@@ -48,6 +52,22 @@ def real_clip(size: int, frames: int) -> tuple[PreparedClip, TargetFace]:
 
 
 @torch.inference_mode()
+def save_clip(path: Path, clip: PreparedClip) -> None:
+    np.savez(path, frames=clip.frames, landmarks=clip.landmarks, apex_index=clip.apex_index)
+
+
+def load_clip(path: Path, size: int, frames: int) -> tuple[PreparedClip, TargetFace]:
+    """A clip saved by --save-clip, resized to the model size (landmarks scaled with it)."""
+    with np.load(path) as saved:
+        video, landmarks = saved["frames"][:frames], saved["landmarks"][:frames]
+    if len(video) < frames:
+        raise SystemExit(f"{path}: holds {len(video)} frames, fewer than --frames {frames}")
+    scale = size / video.shape[1]
+    video = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in video])
+    clip = PreparedClip("bench/1/astronaut", video, (landmarks * scale).astype(np.float32), frames // 2)
+    return clip, TargetFace("bench/target", "bench/1", clip.frames[0], clip.landmarks[0])
+
+
 def per_frame_loop(model: FPFOMMGenerator, clip: PreparedClip, target: TargetFace) -> np.ndarray:
     """The naive path: one frame at a time, the target re-encoded for every frame."""
     device, size = model.device, model.size
@@ -62,34 +82,46 @@ def per_frame_loop(model: FPFOMMGenerator, clip: PreparedClip, target: TargetFac
         kp_target = kp_detector(target_image, target_points)
         jacobian = kp_detector(frames_to_tensor(clip.frames[t : t + 1], device), tracks[t : t + 1])[
             "jacobian"
-        ]
+        ].float()
         if onset_inverse is None:
             onset_inverse = torch.linalg.inv(jacobian)
         kp_driving = {
             "value": driving_points[t : t + 1],
-            "jacobian": jacobian @ onset_inverse @ kp_target["jacobian"],
+            "jacobian": jacobian @ onset_inverse @ kp_target["jacobian"].float(),
         }
         frame = generator(target_image, kp_driving, kp_target)["prediction"]
-        frames.append(frame.clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy())
+        frames.append(
+            frame.float().clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
+        )
     return np.stack(frames)
 
 
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def best_time(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up (allocator, oneDNN kernels)
+    run()  # warm-up (allocator, oneDNN / cuDNN kernel choice)
     times = []
     for _ in range(repeats):
+        _synchronize()
         started = time.perf_counter()
         run()
+        _synchronize()
         times.append(time.perf_counter() - started)
     return min(times)
 
 
-def conv_flops_per_second(device: torch.device, repeats: int) -> float:
+def conv_flops_per_second(device: torch.device, repeats: int, amp: bool) -> float:
     """A large 3×3 convolution: what this machine's convolution kernels reach in the best case."""
     x = torch.rand(16, 64, 64, 64, device=device)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device)
     flops = 2 * 16 * 64 * 64 * 64 * 64 * 9
-    with torch.inference_mode():
+    with (
+        torch.inference_mode(),
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp),
+    ):
         return flops / best_time(lambda: conv(x), repeats)
 
 
@@ -104,29 +136,45 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--clip", type=Path, default=None, help="a clip saved by --save-clip (no dlib)")
+    parser.add_argument("--save-clip", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.checkpoint is not None:
-        model = load_fpfomm(args.checkpoint, device)
+        model = load_fpfomm(args.checkpoint, device, amp=args.amp)
     else:
         config = load_config(args.config)
         torch.manual_seed(0)
-        model = FPFOMMGenerator(Networks(config), config, "random", (), device)
+        model = FPFOMMGenerator(Networks(config), config, "random", (), device, amp=args.amp)
     model.chunk_size = args.chunk
-    clip, target = real_clip(model.size, args.frames)
+    if args.clip is not None:
+        clip, target = load_clip(args.clip, model.size, args.frames)
+    else:
+        clip, target = real_clip(model.size, args.frames)
+    if args.save_clip is not None:
+        save_clip(args.save_clip, clip)
     batched = model.animate(clip, target)
     looped = per_frame_loop(model, clip, target)
     difference = int(np.abs(batched.astype(int) - looped.astype(int)).max())
+    if model.amp:
+        model.amp = False
+        full = model.animate(clip, target).astype(int)
+        model.amp = True
+        error = np.abs(batched.astype(int) - full)
+        print(f"bfloat16 vs float32 frames: max pixel difference {error.max()}, mean {error.mean():.3f}")
     batched_s = best_time(lambda: model.animate(clip, target), args.repeats)
     loop_s = best_time(lambda: per_frame_loop(model, clip, target), args.repeats)
     with FlopCounterMode(display=False) as counter:
         model.animate(clip, target)
     achieved = counter.get_total_flops() / batched_s
-    peak = conv_flops_per_second(device, args.repeats)
+    peak = conv_flops_per_second(device, args.repeats, model.amp)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"device {device}, threads {torch.get_num_threads()}, size {model.size}, frames {args.frames}, "
+        f"device {device} ({name}), amp {model.amp}, threads {torch.get_num_threads()}, "
+        f"size {model.size}, frames {args.frames}, "
         f"chunk {args.chunk}, max pixel difference batched vs loop {difference}"
     )
     print(

@@ -64,8 +64,11 @@ class FPFOMMGenerator:
         training_subjects: tuple[str, ...],
         device: torch.device,
         chunk_size: int = 32,
+        amp: bool = False,
     ) -> None:
         self.networks = networks.to(device).eval()
+        # bfloat16 autocast, CUDA only (benchmarks/generator_throughput.py measures speed and pixel error)
+        self.amp = bool(amp) and device.type == "cuda"
         self.config = config
         self.checksum = checksum
         self.training_subjects = training_subjects
@@ -97,6 +100,11 @@ class FPFOMMGenerator:
     def animate(self, source: PreparedClip, target: TargetFace) -> np.ndarray:
         """uint8 (T, S, S, 3): the target moved like each source frame relative to the source's onset."""
         self._check(source, target)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            video = self._animate(source, target)
+        return video.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    def _animate(self, source: PreparedClip, target: TargetFace) -> torch.Tensor:
         device = self.device
         kp_detector, generator = self.networks.kp_detector, self.networks.generator
         frames = frames_to_tensor(source.frames, device)
@@ -105,12 +113,13 @@ class FPFOMMGenerator:
         target_image = frames_to_tensor(target.image[None], device)
         target_points = au_points_normalized(target.landmarks, self.size).to(device)[None]
         kp_target = kp_detector(target_image, target_points)
+        kp_target["jacobian"] = kp_target["jacobian"].float()  # inverted below: never in half precision
         source_features = generator.encode(target_image)
         onset_inverse = None
         outputs = []
         for start in range(0, len(frames), self.chunk_size):
             stop = min(start + self.chunk_size, len(frames))
-            jacobian = kp_detector(frames[start:stop], tracks[start:stop])["jacobian"]
+            jacobian = kp_detector(frames[start:stop], tracks[start:stop])["jacobian"].float()
             if onset_inverse is None:
                 onset_inverse = torch.linalg.inv(jacobian[:1])
             moved = jacobian @ onset_inverse @ kp_target["jacobian"]
@@ -122,12 +131,11 @@ class FPFOMMGenerator:
             prediction = generator(target_image, kp_driving, kp_source, source_features=source_features)[
                 "prediction"
             ]
-            outputs.append(prediction)
-        video = torch.cat(outputs).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-        return video.permute(0, 2, 3, 1).cpu().numpy()
+            outputs.append(prediction.float())
+        return torch.cat(outputs)
 
 
-def load_fpfomm(path: str | Path, device: str | torch.device = "cpu") -> FPFOMMGenerator:
+def load_fpfomm(path: str | Path, device: str | torch.device = "cpu", amp: bool = False) -> FPFOMMGenerator:
     """An FP-FOMM ClipGenerator from a checkpoint written by `augmenter train` (checksum = its sha256)."""
     payload, digest = load_checkpoint(path)
     if "config" not in payload or "generator" not in payload:
@@ -146,5 +154,10 @@ def load_fpfomm(path: str | Path, device: str | torch.device = "cpu") -> FPFOMMG
                 "the checkpoint is damaged"
             ) from exc
     return FPFOMMGenerator(
-        networks, config, digest, tuple(payload.get("training_subjects", ())), resolve_device(device)
+        networks,
+        config,
+        digest,
+        tuple(payload.get("training_subjects", ())),
+        resolve_device(device),
+        amp=amp,
     )
