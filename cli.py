@@ -218,7 +218,9 @@ def generate_command(
         help="Subjects to leave out as source and target (id or fold key 'casme2/1'; repeat or comma-join).",
     ),
     limit: int | None = typer.Option(None, help="Make at most N pairings (a stable prefix of the plan)."),
-    size: int | None = typer.Option(None, help="Frame size in pixels (default 64)."),
+    size: int | None = typer.Option(
+        None, help="Frame size in pixels (default: the checkpoint's; landmark-tps: 128)."
+    ),
     seed: int | None = typer.Option(None, help="Plan seed (part of every pair id; default 0)."),
     max_frames: int | None = typer.Option(
         None, help="Frames per stored clip (default: longest planned clip)."

@@ -35,8 +35,8 @@ class DemoJob:
     frames: tuple[int, int] = (30, 60)
     model_size: int = 64
     config: str = "tiny-64"
-    train_steps: int | None = None  # None = the config's schedule
-    max_per_source: int = 3
+    train_steps: int | None = 150  # tiny-64 beats copy-onset after ~50 steps; 150 ≈ 1 min per generator
+    max_per_source: int = 2
     recognizer: str = "resnet"
     seed: int = 0
     console: Console = field(default_factory=lambda: Console(stderr=True))
@@ -173,8 +173,9 @@ def run_demo(job: DemoJob) -> DemoResult:
                     max_per_source=job.max_per_source,
                     size=job.model_size,
                     seed=job.seed,
-                    cache_dir=cache / "generate",
+                    cache_dir=cache,
                     dashboard_address=None,
+                    identity_quality=False,
                 )
             ),
         )

@@ -48,7 +48,7 @@ class GenerateJob:
     max_per_target: int | None = None
     exclude_subjects: list[str] = field(default_factory=list)
     limit: int | None = None
-    size: int = 64
+    size: int | None = None  # None: the checkpoint's own size (landmark-tps: 128)
     seed: int = 0
     max_frames: int | None = None  # store's T_max; default: the longest planned clip
     dry_run: bool = False
@@ -241,7 +241,7 @@ def run_batch(settings: BatchSettings, items: Sequence[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- driver side
 
 
-def describe_generator(spec: str, size: int) -> dict:
+def describe_generator(spec: str, size: int | None) -> dict:
     """kind, checksum, training subjects and size of a generator (loaded on CPU once in the driver)."""
     from augmenter.generators import load_generator
 
