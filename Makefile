@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install
+.PHONY: demo demo-weights test lint install
 
 $(BIN)/augmenter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(BIN)/augmenter
 
 demo: install
 	$(BIN)/augmenter demo --out demo-output
+
+# Re-make the shipped demo generators (augmenter/demo_weights/): train both on the default demo corpus.
+demo-weights: install
+	$(BIN)/augmenter demo --train --out build/demo-train
+	$(BIN)/python -c 'from augmenter.demo import export_demo_weights; print(export_demo_weights("build/demo-train"))'
 
 lint: install
 	$(BIN)/ruff check .

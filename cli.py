@@ -399,17 +399,26 @@ def demo_command(
     workers: int = typer.Option(2, "--workers", help="Dask CPU workers for generation."),
     subjects: int = typer.Option(12, "--subjects", help="Demo subjects (people)."),
     clips_per_subject: int = typer.Option(6, "--clips-per-subject", help="Demo clips per subject."),
+    train: bool = typer.Option(
+        False, "--train", help="Train both generators here instead of using the shipped demo weights."
+    ),
     train_steps: int | None = typer.Option(
-        None, "--train-steps", help="Generator training steps (default: the demo's budget)."
+        None, "--train-steps", help="Generator training steps when training (default: the config's)."
     ),
 ) -> None:
     """Main job on the bundled demo corpus: corpus → manifest → train → generate → score → evaluate."""
     from augmenter.demo import DemoJob, run_demo
 
-    job = DemoJob(out=out, workers=workers, subjects=subjects, clips_per_subject=clips_per_subject)
-    if train_steps is not None:
-        job.train_steps = train_steps
-    run_demo(job)
+    run_demo(
+        DemoJob(
+            out=out,
+            workers=workers,
+            subjects=subjects,
+            clips_per_subject=clips_per_subject,
+            train=train,
+            train_steps=train_steps,
+        )
+    )
 
 
 def main() -> None:

@@ -5,11 +5,19 @@ saw s. The demo therefore trains two generators, each on one half of the subject
 generator: the strict evaluation guard gives fold s the clips of the generator trained on the other half
 (minus every clip whose source or target is s). Each stage writes its outputs atomically and is skipped when
 they exist, so a re-run (or a run after a kill) continues where the last one stopped.
+
+Training both generators on 2 CPU cores takes longer than the rest of the demo (teacher flows dominate), so
+the package ships the two tiny-64 checkpoints trained on the default demo corpus (`augmenter/demo_weights/`,
+made by `make demo-weights` = `augmenter demo --train` + `export_demo_weights`). They are used only when the
+corpus is byte-for-byte the one they were trained on (sha256 of its truth file) and their recorded training
+subjects exclude the half they are for; otherwise, or with `--train`, the demo trains them itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +26,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from augmenter.demo_data import TRUTH_FILE
 from augmenter.manifest import fold_key, read_manifest
+from augmenter.model.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 
 HALVES = ("a", "b")
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "demo_weights"
+SHIPPED_INFO = "weights.json"
+# Only the inference networks travel: the discriminator and optimiser states would triple the size.
+SHIPPED_KEYS = ("format", "step", "config", "training_subjects", "losses", "kp_detector", "generator")
 
 
 @dataclass
@@ -32,11 +46,12 @@ class DemoJob:
     subjects: int = 12
     clips_per_subject: int = 6
     corpus_size: int = 128
-    frames: tuple[int, int] = (30, 60)
+    frames: tuple[int, int] = (16, 32)
     model_size: int = 64
     config: str = "tiny-64"
-    train_steps: int | None = 150  # tiny-64 beats copy-onset after ~50 steps; 150 ≈ 1 min per generator
-    max_per_source: int = 2
+    train: bool = False  # True: train both generators here even when the shipped ones fit
+    train_steps: int | None = None  # None = the config's schedule (what the shipped weights had)
+    max_per_source: int = 1
     recognizer: str = "resnet"
     seed: int = 0
     console: Console = field(default_factory=lambda: Console(stderr=True))
@@ -58,6 +73,55 @@ def subject_halves(subjects: list[str]) -> dict[str, list[str]]:
     """Split fold keys into two interleaved halves (stable: sorted order, every other subject)."""
     ordered = sorted(subjects, key=_natural_key)
     return {"a": ordered[0::2], "b": ordered[1::2]}
+
+
+def truth_digest(corpus_root: Path) -> str:
+    """sha256 of the corpus' truth file: the same corpus settings and seed give the same bytes."""
+    return hashlib.sha256((Path(corpus_root) / TRUTH_FILE).read_bytes()).hexdigest()
+
+
+def shipped_checkpoint(
+    half: str, corpus_root: Path, held_out: list[str], folder: Path = SHIPPED_WEIGHTS
+) -> Path | None:
+    """The shipped checkpoint for `half`, or None when it was not trained on this corpus or saw a held-out
+    subject (then the demo trains its own)."""
+    info_path, path = folder / SHIPPED_INFO, folder / f"generator-{half}.pt"
+    if not (info_path.is_file() and path.is_file()):
+        return None
+    info = json.loads(info_path.read_text())
+    if info.get("truth_sha256") != truth_digest(corpus_root):
+        return None
+    payload, _ = load_checkpoint(path)
+    if set(payload.get("training_subjects", ())) & set(held_out):
+        return None
+    return path
+
+
+def export_demo_weights(demo_out: Path, folder: Path = SHIPPED_WEIGHTS) -> list[Path]:
+    """Copy the two generators of a finished `augmenter demo --train` run into the package (inference
+    weights only) with the digest of the corpus they were trained on."""
+    demo_out = Path(demo_out)
+    written = []
+    for half in HALVES:
+        payload, _ = load_checkpoint(demo_out / f"generator-{half}" / "checkpoint.pt")
+        path = folder / f"generator-{half}.pt"
+        save_checkpoint(path, {k: payload[k] for k in SHIPPED_KEYS})
+        written.append(path)
+    truth = json.loads((demo_out / "corpus" / TRUTH_FILE).read_text())
+    info = {
+        "truth_sha256": truth_digest(demo_out / "corpus"),
+        "corpus_settings": truth.get("settings"),
+        "made_by": "make demo-weights",
+    }
+    _write_json(folder / SHIPPED_INFO, info)
+    return written
+
+
+def _install_shipped(shipped: Path, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shipped, run_dir / "checkpoint.pt")
+    shutil.copyfile(sidecar_path(shipped), sidecar_path(run_dir / "checkpoint.pt"))
+    (run_dir / "complete").write_text(f"shipped weights: {shipped}\n")
 
 
 def _natural_key(text: str) -> tuple:
@@ -136,6 +200,16 @@ def run_demo(job: DemoJob) -> DemoResult:
         run_dir = out / f"generator-{half}"
         checkpoint = run_dir / "checkpoint.pt"
         checkpoints[half] = checkpoint
+        shipped = None if job.train else shipped_checkpoint(half, corpus_root, halves[half])
+        if shipped is not None:
+            stages.run(
+                f"train generator {half}",
+                f"shipped {job.config} weights trained on this corpus without subjects "
+                f"{', '.join(halves[half])} (`--train` retrains) → {run_dir}",
+                lambda checkpoint=checkpoint: (checkpoint.parent / "complete").is_file(),
+                lambda shipped=shipped, run_dir=run_dir: _install_shipped(shipped, run_dir),
+            )
+            continue
         stages.run(
             f"train generator {half}",
             f"{job.config} FP-FOMM without subjects {', '.join(halves[half])} → {run_dir}",
