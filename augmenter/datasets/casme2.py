@@ -11,14 +11,14 @@ import re
 from pathlib import Path
 
 from augmenter.datasets.common import (
-    BAD_SUBJECT,
-    MISSING_FILENAME,
     Issues,
-    check_frames_on_disk,
+    clip_and_subject,
+    keep_record,
     read_table,
     resolve_au,
     resolve_label3,
     resolve_timing,
+    timing_fields,
 )
 from augmenter.errors import UserError
 
@@ -38,6 +38,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "au": ("Action Units", "action_units", "AU", "AUs", "action unit"),
     "emotion": ("Estimated Emotion", "emotion"),
 }
+
+
+def _subject_text(text: str) -> str | None:
+    number = subject_number(text)
+    return None if number is None else str(number)
 
 
 def subject_number(text: str) -> int | None:
@@ -69,17 +74,11 @@ def read_records(
     folder, pattern = choose_variant(root, variant)
     records: list[tuple[int | None, dict]] = []
     for row in rows:
-        clip = row.text("clip")
-        number = subject_number(row.text("subject"))
-        if not clip:
-            issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+        parsed = clip_and_subject(row, issues, _subject_text)
+        if parsed is None:
             continue
-        if number is None:
-            issues.add(
-                row.number, clip, BAD_SUBJECT, f"{row.text('subject')!r} is not a subject number; dropped"
-            )
-            continue
-        subject = str(number)
+        clip, subject = parsed
+        number = int(subject)
         key = (subject, clip)
         timing = resolve_timing(row, clip, key, issues)
         if timing is None:
@@ -91,17 +90,10 @@ def read_records(
             "clip_id": clip,
             "frames_dir": f"{folder}/sub{number:02d}/{clip}",
             "frame_pattern": pattern,
-            "onset": timing.onset,
-            "apex": timing.apex,
-            "offset": timing.offset,
-            "apex_estimated": timing.apex_estimated,
-            "fps": FPS,
-            "n_frames": timing.offset - timing.onset + 1,
+            **timing_fields(timing, FPS),
             "au": resolve_au(row, clip, key, issues),
             "emotion": emotion,
             "label3": resolve_label3(emotion, row.number, clip, key, issues),
         }
-        if check_frames and root is not None and not check_frames_on_disk(record, root, row.number, issues):
-            continue
-        records.append((row.number, record))
+        keep_record(records, record, row.number, root, check_frames, issues)
     return records, issues

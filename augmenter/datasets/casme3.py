@@ -10,14 +10,14 @@ import re
 from pathlib import Path
 
 from augmenter.datasets.common import (
-    BAD_SUBJECT,
-    MISSING_FILENAME,
     Issues,
-    check_frames_on_disk,
+    clip_and_subject,
+    keep_record,
     read_table,
     resolve_au,
     resolve_label3,
     resolve_timing,
+    timing_fields,
     under_root,
 )
 
@@ -53,16 +53,10 @@ def read_records(
     prefix = under_root(root, "part_A")
     records: list[tuple[int | None, dict]] = []
     for row in rows:
-        recording = row.text("clip")
-        subject = subject_folder(row.text("subject"))
-        if not recording:
-            issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+        parsed = clip_and_subject(row, issues, subject_folder, kind="subject id")
+        if parsed is None:
             continue
-        if subject is None:
-            issues.add(
-                row.number, recording, BAD_SUBJECT, f"{row.text('subject')!r} is not a subject id; dropped"
-            )
-            continue
+        recording, subject = parsed
         clip = f"{recording}_{row.text('onset')}"
         key = (subject, clip)
         timing = resolve_timing(row, clip, key, issues)
@@ -75,17 +69,10 @@ def read_records(
             "clip_id": f"{recording}_{timing.onset}",
             "frames_dir": f"{prefix}{subject}/{recording}/color",
             "frame_pattern": FRAME_PATTERN,
-            "onset": timing.onset,
-            "apex": timing.apex,
-            "offset": timing.offset,
-            "apex_estimated": timing.apex_estimated,
-            "fps": FPS,
-            "n_frames": timing.offset - timing.onset + 1,
+            **timing_fields(timing, FPS),
             "au": resolve_au(row, clip, key, issues),
             "emotion": emotion,
             "label3": resolve_label3(emotion, row.number, clip, key, issues),
         }
-        if check_frames and root is not None and not check_frames_on_disk(record, root, row.number, issues):
-            continue
-        records.append((row.number, record))
+        keep_record(records, record, row.number, root, check_frames, issues)
     return records, issues

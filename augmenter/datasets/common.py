@@ -232,6 +232,47 @@ class Timing:
     apex_estimated: bool
 
 
+def clip_and_subject(
+    row: SheetRow, issues: Issues, parse_subject: Callable[[str], str | None], kind: str = "subject number"
+) -> tuple[str, str] | None:
+    """The row's Filename and parsed subject, or None after reporting the unusable one (row dropped)."""
+    clip = row.text("clip")
+    if not clip:
+        issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+        return None
+    subject = parse_subject(row.text("subject"))
+    if subject is None:
+        issues.add(row.number, clip, BAD_SUBJECT, f"{row.text('subject')!r} is not a {kind}; dropped")
+        return None
+    return clip, subject
+
+
+def timing_fields(timing: Timing, fps: float) -> dict:
+    """The timing columns of a manifest record (n_frames from the sheet; --check-frames recounts on disk)."""
+    return {
+        "onset": timing.onset,
+        "apex": timing.apex,
+        "offset": timing.offset,
+        "apex_estimated": timing.apex_estimated,
+        "fps": fps,
+        "n_frames": timing.offset - timing.onset + 1,
+    }
+
+
+def keep_record(
+    records: list[tuple[int, dict]],
+    record: dict,
+    row: int,
+    root: Path | None,
+    check_frames: bool,
+    issues: Issues,
+) -> None:
+    """Append the sheet row's record unless --check-frames finds its frames missing (then it is reported)."""
+    if check_frames and root is not None and not check_frames_on_disk(record, root, row, issues):
+        return
+    records.append((row, record))
+
+
 def resolve_timing(
     row: SheetRow,
     clip: str,

@@ -9,15 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from augmenter.datasets.common import (
-    BAD_SUBJECT,
-    MISSING_FILENAME,
     Issues,
-    cell_text,
-    check_frames_on_disk,
+    clip_and_subject,
+    keep_record,
     read_table,
     resolve_au,
     resolve_label3,
     resolve_timing,
+    timing_fields,
     under_root,
 )
 
@@ -53,14 +52,10 @@ def read_records(
     prefix = under_root(root, "Micro_Expression")
     records: list[tuple[int | None, dict]] = []
     for row in rows:
-        clip = row.text("clip")
-        subject = cell_text(row.cells.get("subject"))
-        if not clip:
-            issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+        parsed = clip_and_subject(row, issues, lambda text: text.strip() or None, kind="subject (empty cell)")
+        if parsed is None:
             continue
-        if not subject:
-            issues.add(row.number, clip, BAD_SUBJECT, "empty Subject cell; row dropped")
-            continue
+        clip, subject = parsed
         key = (subject, clip)
         timing = resolve_timing(row, clip, key, issues)
         if timing is None:
@@ -72,17 +67,10 @@ def read_records(
             "clip_id": clip,
             "frames_dir": f"{prefix}{_emotion_folder(root, prefix, emotion)}/{clip}",
             "frame_pattern": FRAME_PATTERN,
-            "onset": timing.onset,
-            "apex": timing.apex,
-            "offset": timing.offset,
-            "apex_estimated": timing.apex_estimated,
-            "fps": FPS,
-            "n_frames": timing.offset - timing.onset + 1,
+            **timing_fields(timing, FPS),
             "au": resolve_au(row, clip, key, issues),
             "emotion": emotion,
             "label3": resolve_label3(emotion, row.number, clip, key, issues),
         }
-        if check_frames and root is not None and not check_frames_on_disk(record, root, row.number, issues):
-            continue
-        records.append((row.number, record))
+        keep_record(records, record, row.number, root, check_frames, issues)
     return records, issues

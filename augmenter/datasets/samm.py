@@ -12,16 +12,16 @@ import re
 from pathlib import Path
 
 from augmenter.datasets.common import (
-    BAD_SUBJECT,
-    MISSING_FILENAME,
     UNKNOWN_EMOTION,
     Issues,
-    check_frames_on_disk,
+    clip_and_subject,
+    keep_record,
     label3_of,
     last_frame_on_disk,
     read_table,
     resolve_au,
     resolve_timing,
+    timing_fields,
     under_root,
 )
 
@@ -65,16 +65,10 @@ def read_records(
     known = {emotion.lower() for emotion in EMOTIONS}
     records: list[tuple[int | None, dict]] = []
     for row in rows:
-        clip = row.text("clip")
-        subject = subject_id(row.text("subject"))
-        if not clip:
-            issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+        parsed = clip_and_subject(row, issues, subject_id)
+        if parsed is None:
             continue
-        if subject is None:
-            issues.add(
-                row.number, clip, BAD_SUBJECT, f"{row.text('subject')!r} is not a subject number; dropped"
-            )
-            continue
+        clip, subject = parsed
         key = (subject, clip)
         frames_dir = f"{prefix}{subject}/{clip}"
         last = last_frame_on_disk(root, frames_dir, FRAME_PATTERN)
@@ -94,17 +88,10 @@ def read_records(
             "clip_id": clip,
             "frames_dir": frames_dir,
             "frame_pattern": FRAME_PATTERN,
-            "onset": timing.onset,
-            "apex": timing.apex,
-            "offset": timing.offset,
-            "apex_estimated": timing.apex_estimated,
-            "fps": FPS,
-            "n_frames": timing.offset - timing.onset + 1,
+            **timing_fields(timing, FPS),
             "au": resolve_au(row, clip, key, issues),
             "emotion": emotion,
             "label3": label3,
         }
-        if check_frames and root is not None and not check_frames_on_disk(record, root, row.number, issues):
-            continue
-        records.append((row.number, record))
+        keep_record(records, record, row.number, root, check_frames, issues)
     return records, issues
