@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,39 @@ def demo_manifest(demo_corpus: DemoCorpus, tmp_path_factory: pytest.TempPathFact
     assert not build.problems, build.problems
     path = write_manifest(build.frame, tmp_path_factory.mktemp("demo-manifest") / "demo_casme2.csv")
     return path, demo_corpus.root
+
+
+# The smallest FP-FOMM the tests train and save (8-channel hourglasses, 2 blocks, tracked keypoints).
+SMALL_CONFIG = {
+    "model": {
+        "kp_detector": {
+            "block_expansion": 8,
+            "max_features": 32,
+            "num_blocks": 2,
+            "scale_factor": 0.5,
+            "head_kernel": 3,
+        },
+        "dense_motion": {
+            "head_kernel": 3,
+            "block_expansion": 8,
+            "max_features": 32,
+            "num_blocks": 2,
+            "scale_factor": 0.5,
+            "background": False,
+        },
+        "generator": {
+            "block_expansion": 8,
+            "max_features": 32,
+            "num_bottleneck_blocks": 1,
+            "output": "blend",
+        },
+        "discriminator": {"block_expansion": 8, "max_features": 32, "num_blocks": 3},
+    },
+    "train": {"tracked_keypoints": True},
+}
+
+
+@pytest.fixture
+def small_config() -> dict:
+    """A fresh copy of SMALL_CONFIG (tests may edit it)."""
+    return copy.deepcopy(SMALL_CONFIG)

@@ -65,40 +65,13 @@ def test_damaged_checkpoint_is_a_user_error(tmp_path) -> None:
         load_checkpoint(tmp_path / "missing.pt")
 
 
-SMALL = {
-    "model": {
-        "kp_detector": {
-            "block_expansion": 8,
-            "max_features": 32,
-            "num_blocks": 2,
-            "scale_factor": 0.5,
-            "head_kernel": 3,
-        },
-        "dense_motion": {
-            "head_kernel": 3,
-            "block_expansion": 8,
-            "max_features": 32,
-            "num_blocks": 2,
-            "scale_factor": 0.5,
-            "background": False,
-        },
-        "generator": {
-            "block_expansion": 8,
-            "max_features": 32,
-            "num_bottleneck_blocks": 1,
-            "output": "blend",
-        },
-        "discriminator": {"block_expansion": 8, "max_features": 32, "num_blocks": 3},
-    },
-    "train": {"tracked_keypoints": True},
-}
-
-
-def test_load_fpfomm_is_a_clip_generator_with_provenance(tmp_path, demo_manifest, dlib_backend) -> None:
+def test_load_fpfomm_is_a_clip_generator_with_provenance(
+    tmp_path, demo_manifest, dlib_backend, small_config
+) -> None:
     from augmenter.manifest import read_manifest
     from augmenter.prepare import prepare_clip
 
-    config = merge_config(SMALL)
+    config = merge_config(small_config)
     trainer = Trainer(config, torch.device("cpu"))
     path = tmp_path / "checkpoint.pt"
     digest = save_checkpoint(path, trainer.payload(5, ["casme2/1", "casme2/2"], {"total": 1.0}))
@@ -118,8 +91,8 @@ def test_load_fpfomm_is_a_clip_generator_with_provenance(tmp_path, demo_manifest
         generator.animate(wrong, target)
 
 
-def test_networks_of_a_checkpoint_equal_the_trained_ones(tmp_path) -> None:
-    config = merge_config(SMALL)
+def test_networks_of_a_checkpoint_equal_the_trained_ones(tmp_path, small_config) -> None:
+    config = merge_config(small_config)
     trainer = Trainer(config, torch.device("cpu"))
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, trainer.payload(1, [], {}))

@@ -25,25 +25,6 @@ from augmenter.prepare import crop_and_resize, square_crop
 from augmenter.train import Trainer, _step_generator, clip_tensors, draw_batch, train
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL_MODEL = {
-    "kp_detector": {
-        "block_expansion": 8,
-        "max_features": 32,
-        "num_blocks": 2,
-        "scale_factor": 0.5,
-        "head_kernel": 3,
-    },
-    "dense_motion": {
-        "head_kernel": 3,
-        "block_expansion": 8,
-        "max_features": 32,
-        "num_blocks": 2,
-        "scale_factor": 0.5,
-        "background": False,
-    },
-    "generator": {"block_expansion": 8, "max_features": 32, "num_bottleneck_blocks": 1, "output": "blend"},
-    "discriminator": {"block_expansion": 8, "max_features": 32, "num_blocks": 3},
-}
 AMPLITUDE_PX = 2.0
 
 
@@ -82,11 +63,13 @@ def synthetic_clip(dlib_backend, frames: int = 9) -> tuple[PreparedClip, np.ndar
     ), weight
 
 
-def test_tiny_model_lowers_its_loss_and_moves_pixels_the_right_way(dlib_backend, tmp_path) -> None:
+def test_tiny_model_lowers_its_loss_and_moves_pixels_the_right_way(
+    dlib_backend, tmp_path, small_config
+) -> None:
     torch.manual_seed(0)
     config = merge_config(
         {
-            "model": SMALL_MODEL,
+            "model": small_config["model"],
             "train": {
                 "batch_size": 4,
                 "pairs": "onset",
