@@ -379,6 +379,8 @@ def print_summary(result: DemoResult, console: Console) -> None:
         )
     console.print(gain)
     console.print(
-        f"synthetic clips used: {report.get('n_synthetic_used')}; report: {result.report_dir}; "
+        f"synthetic training samples, summed over folds: {report.get('n_synthetic_used')} "
+        f"(≈ {(report.get('n_synthetic_used') or 0) / max(1, report.get('n_folds') or 1):.0f} per fold); "
+        f"report: {result.report_dir}; "
         f"preview: {result.preview}; wall time {result.seconds / 60:.1f} min"
     )

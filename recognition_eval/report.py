@@ -188,7 +188,7 @@ def summary_table(report: dict) -> Table:
         notes.append(
             f"gain UF1 {report['gain_uf1']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}] · "
             f"gain UAR {report['gain_uar']:+.3f} [{lo2:+.3f}, {hi2:+.3f}] · "
-            f"synthetic clips used {report['n_synthetic_used']}"
+            f"synthetic samples summed over folds {report['n_synthetic_used']}"
         )
     table.caption = "\n".join(notes) or None
     return table
