@@ -131,3 +131,10 @@ def test_installed_console_script_exit_codes(tmp_path: Path) -> None:
     assert result.returncode == 2
     expected = f"error: {missing}: annotation file not found; give --annotations the SAMM sheet"
     assert result.stderr.strip().splitlines() == [f"{expected} (SAMM_Micro_FACS_Codes_v2.xlsx) file"]
+
+
+def test_unknown_option_is_a_usage_error_not_a_traceback() -> None:
+    result = run_script("evaluate", "--no-such-option")
+    assert result.returncode == 2
+    assert "No such option: --no-such-option" in result.stderr
+    assert "Traceback" not in result.stderr and "╭" not in result.stderr
