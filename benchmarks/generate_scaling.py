@@ -145,8 +145,10 @@ def main() -> None:
         out = workdir / f"{name}.zarr"
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(out.with_name(out.name + ".cache"), ignore_errors=True)
-        return GenerateJob(manifest=manifest, root=root, generator="landmark-tps", targets=manifest, out=out,
-                           limit=limit, progress=False, dashboard_address=None, batch_size=2)  # fmt: skip
+        return GenerateJob(
+            manifest=manifest, root=root, generator="landmark-tps", targets=manifest, out=out, limit=limit,
+            size=64, progress=False, dashboard_address=None, batch_size=2,
+        )  # fmt: skip
 
     rates, peaks = {}, {}
     for workers in (1, 2):

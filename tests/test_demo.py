@@ -77,6 +77,15 @@ def test_tiny_demo_rerun_reuses_every_stage(tiny_demo: tuple[DemoJob, DemoResult
     assert again.scores == first.scores
 
 
+def test_generate_size_defaults_to_the_generators_own(tiny_demo: tuple[DemoJob, DemoResult]) -> None:
+    from augmenter.generate import describe_generator
+
+    job, _ = tiny_demo
+    checkpoint = Path(job.out) / "generator-a" / "checkpoint.pt"
+    assert describe_generator(str(checkpoint), None)["size"] == 64
+    assert describe_generator("landmark-tps", None)["size"] == 128
+
+
 def test_shipped_weights_only_for_their_corpus_and_never_for_a_training_subject(
     tiny_demo: tuple[DemoJob, DemoResult], tmp_path: Path
 ) -> None:

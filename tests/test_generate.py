@@ -76,6 +76,7 @@ def job_for(inputs: dict, out: Path, **changes: object) -> GenerateJob:
         targets=inputs["base"],
         out=out,
         max_per_source=MAX_PER_SOURCE,
+        size=64,  # landmark-tps works at any size; its default is 128
         batch_size=2,
         progress=False,
         identity_quality=False,
@@ -168,6 +169,7 @@ def test_sigkilled_job_resumes_from_a_job_file(inputs: dict, clean_store: Path, 
         "targets": str(inputs["base"]),
         "out": str(out),
         "max-per-source": MAX_PER_SOURCE,
+        "size": 64,
         "workers": 1,  # one cold worker starts faster on 2 shared cores; the pool's resume is tested above
         "batch-size": 1,
         "identity-quality": False,
