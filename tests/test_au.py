@@ -97,4 +97,5 @@ def test_parsing_never_raises_and_canonical_round_trips(text: str) -> None:
 
 @given(st.one_of(st.integers(), st.floats(), st.none(), st.booleans()))
 def test_non_text_cells_never_raise(cell: object) -> None:
-    parse_au(cell)
+    parsed = parse_au(cell)
+    assert isinstance(parsed.canonical, str) and isinstance(parsed.ok, bool)
