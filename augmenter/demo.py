@@ -21,6 +21,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -200,21 +201,15 @@ def run_demo(job: DemoJob) -> DemoResult:
         run_dir = out / f"generator-{half}"
         checkpoint = run_dir / "checkpoint.pt"
         checkpoints[half] = checkpoint
+        held_out = ", ".join(halves[half])
         shipped = None if job.train else shipped_checkpoint(half, corpus_root, halves[half])
         if shipped is not None:
-            stages.run(
-                f"train generator {half}",
-                f"shipped {job.config} weights trained on this corpus without subjects "
-                f"{', '.join(halves[half])} (`--train` retrains) → {run_dir}",
-                lambda checkpoint=checkpoint: (checkpoint.parent / "complete").is_file(),
-                lambda shipped=shipped, run_dir=run_dir: _install_shipped(shipped, run_dir),
-            )
-            continue
-        stages.run(
-            f"train generator {half}",
-            f"{job.config} FP-FOMM without subjects {', '.join(halves[half])} → {run_dir}",
-            lambda checkpoint=checkpoint: (checkpoint.parent / "complete").is_file(),
-            lambda half=half, run_dir=run_dir: _train_and_mark(
+            what = f"shipped {job.config} weights trained on this corpus without subjects {held_out}"
+            action: Callable[[], object] = partial(_install_shipped, shipped, run_dir)
+        else:
+            what = f"{job.config} FP-FOMM without subjects {held_out}"
+            action = partial(
+                _train_and_mark,
                 train,
                 manifest=manifest,
                 root=corpus_root,
@@ -224,7 +219,12 @@ def run_demo(job: DemoJob) -> DemoResult:
                 resume=(run_dir / "checkpoint.pt").is_file(),
                 exclude_subjects=halves[half],
                 cache_dir=cache,
-            ),
+            )
+        stages.run(
+            f"train generator {half}",
+            f"{what} → {run_dir}",
+            (run_dir / "complete").is_file,
+            action,
         )
 
     stores: list[Path] = []
