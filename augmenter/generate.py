@@ -115,11 +115,11 @@ _WORKER_TARGET_EMBEDDINGS: dict[str, np.ndarray] = {}
 def _worker_device(spec: str) -> str:
     """'cuda:0' when this worker sees a GPU (its Nanny pinned CUDA_VISIBLE_DEVICES), else 'cpu'.
 
-    landmark-tps is numpy-only: skip importing torch (seconds per worker) when it cannot matter.
+    Training-free kinds are numpy-only: skip importing torch (seconds per worker) when it cannot matter.
     """
-    from augmenter.generators import LANDMARK_TPS
+    from augmenter.generators import TORCH_FREE_KINDS, generator_kind_of
 
-    if spec == LANDMARK_TPS:
+    if generator_kind_of(spec) in TORCH_FREE_KINDS:
         return "cpu"
     import torch
 

@@ -17,6 +17,7 @@ from augmenter.errors import UserError
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset",  # casme2 | samm | smic | casme3 | mmew | demo datasets reuse "casme2"
     "subject",  # the dataset's own id, as its sheet writes it (CASME II "1", SAMM "006", SMIC "s1")
+    "person",  # the human being filmed: the unit of every split (default "dataset/subject"; see person_map)
     "clip_id",  # the sheet's filename (EP02_01f, 006_1_2, s1_ne_01)
     "frames_dir",  # relative to the dataset root
     "frame_pattern",  # glob inside frames_dir, e.g. "img*.jpg"
@@ -32,7 +33,17 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 )
 LABEL3_CLASSES: tuple[str, ...] = ("negative", "positive", "surprise")
 
-_STRING_COLUMNS = ("dataset", "subject", "clip_id", "frames_dir", "frame_pattern", "au", "emotion", "label3")
+_STRING_COLUMNS = (
+    "dataset",
+    "subject",
+    "person",
+    "clip_id",
+    "frames_dir",
+    "frame_pattern",
+    "au",
+    "emotion",
+    "label3",
+)
 _INT_COLUMNS = ("onset", "apex", "offset", "n_frames")
 _FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
@@ -67,10 +78,72 @@ def row_fold_key(row: pd.Series | dict) -> str:
     return fold_key(row["dataset"], row["subject"])
 
 
+def row_person(row: pd.Series | dict) -> str:
+    """The person of one manifest row: the unit of folds, pairings, the leakage guard and bootstraps."""
+    person = str(row.get("person", "") or "").strip()
+    return person or row_fold_key(row)
+
+
+def with_persons(frame: pd.DataFrame, persons: dict[str, str] | None = None) -> pd.DataFrame:
+    """`frame` with a filled `person` column: an explicit `persons` entry (keyed by fold key
+    "dataset/subject"), else the row's own non-empty person, else its fold key. Subjects are never merged
+    unless someone says so.
+    """
+    frame = frame.copy()
+    keys = [
+        fold_key(d, s)
+        for d, s in zip(frame["dataset"].astype(str), frame["subject"].astype(str), strict=True)
+    ]
+    own = (
+        frame["person"].astype(str).str.strip() if "person" in frame.columns else pd.Series([""] * len(frame))
+    )
+    mapping = persons or {}
+    frame["person"] = [
+        mapping.get(key) or (mine if mine and mine.lower() != "nan" else key)
+        for key, mine in zip(keys, own, strict=True)
+    ]
+    return frame
+
+
+def read_person_map(path: str | Path, dataset: str | None = None) -> dict[str, str]:
+    """A persons file → {fold key: person}. CSV columns `subject,person` (plus `dataset` when the subjects are
+    bare ids of several datasets); a bare subject id takes `dataset`. Two subjects with one person (a
+    participant recorded twice, a mirrored copy) are how folds learn that they are one human being.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: persons file not found; write a CSV with columns subject,person")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("subject", "person") if c not in table.columns]
+    if missing:
+        raise UserError(
+            f"{path}: persons file lacks columns {missing}; write a CSV with columns subject,person"
+        )
+    mapping: dict[str, str] = {}
+    for number, row in enumerate(table.to_dict("records"), start=2):
+        subject, person = str(row["subject"]).strip(), str(row["person"]).strip()
+        row_dataset = str(row.get("dataset", "") or dataset or "").strip()
+        if not subject or not person:
+            raise UserError(f"{path} row {number}: empty subject or person; fill both or delete the row")
+        key = subject if "/" in subject else fold_key(row_dataset, subject) if row_dataset else None
+        if key is None:
+            raise UserError(
+                f"{path} row {number}: subject {subject!r} needs a dataset column or a 'dataset/' prefix"
+            )
+        if mapping.get(key, person) != person:
+            raise UserError(
+                f"{path} row {number}: subject {key} is given two persons ({mapping[key]}, {person})"
+            )
+        mapping[key] = person
+    return mapping
+
+
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write atomically (temp + rename) so a killed run never leaves half a manifest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if "person" not in frame.columns:
+        frame = with_persons(frame)
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"manifest frame lacks columns {missing}")
@@ -93,6 +166,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise UserError(
             f"{path}: not a readable manifest CSV ({exc}); rebuild it with `augmenter manifest build`"
         ) from None
+    if "person" not in frame.columns:
+        frame = with_persons(frame)  # a manifest from before persons: every subject is its own person
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(
@@ -100,6 +175,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         )
     for column in _STRING_COLUMNS:
         frame[column] = frame[column].astype(str)
+    frame = with_persons(frame)
     for column in _INT_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="raise").astype("int64")
     frame["fps"] = pd.to_numeric(frame["fps"]).astype("float64")

@@ -119,7 +119,7 @@ def test_identity_settings_and_specs(tmp_path: Path) -> None:
         LandmarkTPSGenerator(tracking="magic")
     with pytest.raises(UserError, match="unknown generator"):
         load_generator("fomm-magic")
-    with pytest.raises(UserError, match="checkpoint not found"):
+    with pytest.raises(UserError, match="weights not found"):
         load_generator(tmp_path / "missing.pt")
 
 

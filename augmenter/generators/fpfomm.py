@@ -161,3 +161,14 @@ def load_fpfomm(path: str | Path, device: str | torch.device = "cpu", amp: bool 
         resolve_device(device),
         amp=amp,
     )
+
+
+def load_fpfomm_spec(path: Path, device: str = "cpu", size: int | None = None) -> FPFOMMGenerator:
+    """The registry's loader for ".pt" checkpoints: a checkpoint carries its size and refuses another."""
+    generator = load_fpfomm(path, device)
+    if size is not None and generator.size != size:
+        raise UserError(
+            f"{path}: checkpoint was trained at {generator.size}px but size {size} was asked; "
+            f"use --size {generator.size} or another checkpoint"
+        )
+    return generator

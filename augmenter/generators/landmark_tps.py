@@ -127,3 +127,12 @@ class LandmarkTPSGenerator:
         for index in range(1, fields.shape[0]):
             frames[index] = warp_forward(target.image, fields[index])
         return frames
+
+
+def build_landmark_tps(
+    argument: str | None = None, device: str = "cpu", size: int | None = None
+) -> LandmarkTPSGenerator:
+    """The registry's factory: landmark-tps at `size` (default 128); numpy only, so `device` is ignored."""
+    if argument:
+        raise ValueError(f"landmark-tps takes no argument (got {argument!r})")
+    return LandmarkTPSGenerator() if size is None else LandmarkTPSGenerator(size=size)
