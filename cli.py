@@ -24,7 +24,7 @@ app.add_typer(cluster_app, name="cluster")
 err_console = Console(stderr=True)
 
 
-# --- manifest commands (issue 2) ---
+# --- manifest commands ---
 
 
 @manifest_app.command("build")
@@ -75,7 +75,7 @@ def manifest_check(
         raise typer.Exit(1)
 
 
-# --- demo-data (issue 2) ---
+# --- demo-data ---
 
 
 @app.command("demo-data")
@@ -105,7 +105,7 @@ def demo_data_command(
     print(corpus.root)
 
 
-# --- train / score (issue 3) ---
+# --- train / score ---
 
 
 @app.command("train")
@@ -186,7 +186,7 @@ def score_command(
     print(json.dumps(scores, indent=2))
 
 
-# --- generate / preview / cluster (issue 4) ---
+# --- generate / preview / cluster ---
 
 
 @app.command("generate")
@@ -317,7 +317,7 @@ def cluster_slurm_script(
     )
 
 
-# --- evaluate (issue 5) ---
+# --- evaluate ---
 
 
 def _split_values(values: list[str] | None) -> list[str]:
@@ -390,7 +390,7 @@ def evaluate_command(
     err_console.print(f"report written to {out / 'report.json'}")
 
 
-# --- demo (issue 6) ---
+# --- demo ---
 
 
 @app.command("demo")
