@@ -21,7 +21,7 @@ from augmenter.datasets.megc2019 import gt_key, read_gt
 from augmenter.errors import UserError
 from augmenter.manifest import MANIFEST_COLUMNS, clip_frames, read_manifest
 
-REAL = Path("/work/shared/real-annotations")
+REAL = Path(__file__).parent / "data"
 CASME2_2019 = REAL / "CASME2-coding-20190701.xlsx"
 CASME2_2015 = REAL / "casme2_annotations_2015_csv_export.csv"
 GT = REAL / "megc2019_combined_3class_gt.csv"

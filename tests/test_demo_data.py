@@ -28,7 +28,7 @@ from augmenter.face.dlib_backend import DlibFaceBackend
 from augmenter.flow import optical_flow
 from augmenter.manifest import list_frames, read_manifest
 
-REAL_SHEET = Path("/work/shared/real-annotations/CASME2-coding-20190701.xlsx")
+REAL_SHEET = Path(__file__).parent / "data" / "CASME2-coding-20190701.xlsx"
 
 
 def _digest(root: Path) -> dict[str, str]:

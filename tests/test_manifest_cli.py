@@ -12,7 +12,7 @@ import pytest
 from augmenter.manifest import read_manifest
 from cli import main
 
-REAL = Path("/work/shared/real-annotations")
+REAL = Path(__file__).parent / "data"
 AUGMENTER = Path(sys.executable).parent / "augmenter"
 
 
