@@ -89,7 +89,7 @@ def demo_data_command(
     """Write the demo corpus: real faces with FACS micro-movements, in the real CASME II format."""
     from rich.progress import Progress
 
-    from augmenter.demo_data import make_demo_corpus
+    from augmenter.demo.corpus import make_demo_corpus
 
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("demo clips", total=subjects * clips_per_subject)
@@ -407,7 +407,7 @@ def demo_command(
     ),
 ) -> None:
     """Main job on the bundled demo corpus: corpus → manifest → train → generate → score → evaluate."""
-    from augmenter.demo import DemoJob, run_demo
+    from augmenter.demo.job import DemoJob, run_demo
 
     run_demo(
         DemoJob(
