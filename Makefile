@@ -21,7 +21,7 @@ demo: install
 # Re-make the shipped demo generators (augmenter/demo_weights/): train both on the default demo corpus.
 demo-weights: install
 	$(BIN)/augmenter demo --train --out build/demo-train
-	$(BIN)/python -c 'from augmenter.demo import export_demo_weights; print(export_demo_weights("build/demo-train"))'
+	$(BIN)/python -c 'from augmenter.demo.job import export_demo_weights; print(export_demo_weights("build/demo-train"))'
 
 lint: install
 	$(BIN)/ruff check .

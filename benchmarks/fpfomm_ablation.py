@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from augmenter.datasets import build_manifest
-from augmenter.demo_data import make_demo_corpus
+from augmenter.demo.corpus import make_demo_corpus
 from augmenter.manifest import write_manifest
 from augmenter.model.config import load_config
 from augmenter.score import score_generator

@@ -66,7 +66,7 @@ class PeakRSS:
 def build_inputs(workdir: Path) -> tuple[Path, Path]:
     """Demo corpus (6 subjects × 3 clips, 64², 16–24 frames) and a manifest of the clips dlib can read."""
     from augmenter.datasets import build_manifest
-    from augmenter.demo_data import make_demo_corpus
+    from augmenter.demo.corpus import make_demo_corpus
     from augmenter.face import get_face_backend
     from augmenter.manifest import clip_frames, write_manifest
     from augmenter.prepare import read_rgb

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from augmenter.demo_data import DemoCorpus, make_demo_corpus
+from augmenter.demo.corpus import DemoCorpus, make_demo_corpus
 from augmenter.face.dlib_backend import DlibFaceBackend
 
 # Small enough to build in a few seconds on 2 cores, big enough for LOSO:

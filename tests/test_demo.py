@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from augmenter.demo import (
+from augmenter.demo.corpus import TRUTH_FILE, make_demo_corpus
+from augmenter.demo.job import (
     HALVES,
     DemoJob,
     DemoResult,
@@ -18,7 +19,6 @@ from augmenter.demo import (
     shipped_checkpoint,
     subject_halves,
 )
-from augmenter.demo_data import TRUTH_FILE, make_demo_corpus
 from augmenter.model.checkpoint import load_checkpoint
 
 

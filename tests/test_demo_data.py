@@ -11,18 +11,17 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from augmenter.demo_data import (
+from augmenter.demo.corpus import (
     ANNOTATION_FILE,
     CASME2_HEADER,
     RAW_FOLDER,
     RECIPES,
-    ClipPlan,
     DemoCorpus,
     make_demo_corpus,
     read_demo_truth,
-    render_clip,
 )
-from augmenter.demo_faces import demo_faces
+from augmenter.demo.faces import demo_faces
+from augmenter.demo.renderer import ClipPlan, render_clip
 from augmenter.errors import UserError
 from augmenter.face.dlib_backend import DlibFaceBackend
 from augmenter.flow import optical_flow
@@ -159,6 +158,7 @@ def test_au_motion_is_measured_by_tvl1_where_and_as_facs_says(
         blink_frames=6,
         weak_au=None,
         weak_gain=0.0,
+        weak_apex_index=4,
         jitter_px=0.0,
         noise_sigma=1.0,
         light_gain=0.0,
@@ -199,8 +199,9 @@ def test_corpus_motion_agrees_with_its_truth(demo_corpus: DemoCorpus) -> None:
         measured = _flow_at(flow, landmarks) - np.asarray(clip.apex_global_shift)
         size = np.linalg.norm(truth, axis=1)
         moved = size > 0.5 * size.max()
-        # The written amplitude is the largest move of any control point (cheek points included).
-        assert 0.5 * clip.amplitude_px < size.max() <= 1.02 * clip.amplitude_px
+        # The written amplitude is the largest landmark-field move of any control point; skin effects add
+        # at most half of it on top (their gains are ≤ 0.5).
+        assert 0.5 * clip.amplitude_px < size.max() <= 1.5 * clip.amplitude_px
         cosines.append(
             np.mean(
                 (measured[moved] * truth[moved]).sum(1)

@@ -27,7 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from augmenter.demo_data import TRUTH_FILE
+from augmenter.demo.corpus import TRUTH_FILE
 from augmenter.manifest import fold_key, read_manifest
 from augmenter.model.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 
@@ -159,7 +159,7 @@ def _write_json(path: Path, document: dict) -> None:
 def run_demo(job: DemoJob) -> DemoResult:
     """Demo corpus → manifest → 2 generators (one per half of the subjects) → generate → score → evaluate."""
     from augmenter.datasets import build_manifest_file
-    from augmenter.demo_data import make_demo_corpus
+    from augmenter.demo.corpus import make_demo_corpus
     from augmenter.generate import GenerateJob, generate
     from augmenter.preview import preview
     from augmenter.score import score_generator
