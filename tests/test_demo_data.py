@@ -18,10 +18,12 @@ from augmenter.demo.corpus import (
     RECIPES,
     DemoCorpus,
     make_demo_corpus,
+    read_demo_persons,
     read_demo_truth,
 )
-from augmenter.demo.faces import demo_faces
-from augmenter.demo.renderer import ClipPlan, render_clip
+from augmenter.demo.faces import bundled_face_photos, demo_faces
+from augmenter.demo.oracle import time_map
+from augmenter.demo.renderer import ClipPlan, apex_motion, au_field, inter_ocular, render_clip
 from augmenter.errors import UserError
 from augmenter.face.dlib_backend import DlibFaceBackend
 from augmenter.flow import optical_flow
@@ -213,3 +215,129 @@ def test_corpus_motion_agrees_with_its_truth(demo_corpus: DemoCorpus) -> None:
     assert np.median(cosines) > 0.9 and np.mean(np.array(cosines) > 0.7) >= 0.8, cosines
     assert 0.45 < np.median(ratios) < 1.3, ratios
     assert np.median(still) < 0.2, still
+
+
+@pytest.mark.parametrize("aus", [(4,), (6, 12), (14,)])
+def test_skin_effects_move_and_shade_the_skin_between_landmarks(
+    aus: tuple[int, ...], dlib_backend: DlibFaceBackend
+) -> None:
+    """Glabellar furrows, cheek bulge and nasolabial fold, dimple: TV-L1 sees motion where no landmark is
+    (more than 0.1 inter-ocular distances from all 68), pointing the way the truth says, and the furrows
+    darken."""
+    face = demo_faces(1, 96, dlib_backend)[0]
+    plan = ClipPlan(
+        aus=aus,
+        amplitude_px=2.5,
+        n_frames=9,
+        apex_index=4,
+        blink_start=None,
+        blink_frames=6,
+        weak_au=None,
+        weak_gain=0.0,
+        weak_apex_index=4,
+        jitter_px=0.0,
+        noise_sigma=1.0,
+        light_gain=0.0,
+        light_tilt=0.0,
+    )
+    frames, truth = render_clip(face.image, face.landmarks, plan, np.random.default_rng(0))
+    assert {effect["au"] for effect in truth["skin_effects"]} == set(aus)
+    motion = apex_motion(face.landmarks, aus, plan.amplitude_px, 96)
+    skin = np.linalg.norm(motion.field - au_field(face.landmarks, aus, plan.amplitude_px, 96), axis=-1)
+    ys, xs = np.mgrid[0:96, 0:96]
+    grid = np.stack([xs, ys], axis=-1).astype(np.float32)
+    nearest_landmark = np.linalg.norm(grid[:, :, None] - face.landmarks[None, None], axis=-1).min(axis=-1)
+    region = (skin > 0.4) & (nearest_landmark > 0.1 * inter_ocular(face.landmarks))
+    assert region.sum() > 30
+    flow = optical_flow(frames[0], frames[plan.apex_index], "tvl1")[region]
+    expected = motion.field[region]
+    cosine = (flow * expected).sum(-1) / (np.linalg.norm(flow, axis=-1) * np.linalg.norm(expected, axis=-1))
+    assert np.median(cosine) > 0.8, np.median(cosine)
+    assert np.linalg.norm(flow, axis=-1).mean() > 0.4 * np.linalg.norm(expected, axis=-1).mean()
+    shaded = motion.shade > 0.05
+    grey = frames.astype(np.float64).mean(axis=-1)
+    assert grey[0][shaded].mean() - grey[plan.apex_index][shaded].mean() > 5.0
+    assert np.abs(grey[0][~shaded & (skin < 0.05)] - grey[-1][~shaded & (skin < 0.05)]).mean() < 3.0
+
+
+def test_persons_file_names_the_real_person_of_every_subject(
+    tmp_path: Path, dlib_backend: DlibFaceBackend
+) -> None:
+    """Subjects beyond the distinct people are variants: they get the person they are a variant of, and the
+    manifest built with the persons file carries it."""
+    from augmenter.datasets import build_manifest_file
+
+    people = len(bundled_face_photos(dlib_backend))
+    assert people >= 9
+    corpus = make_demo_corpus(
+        tmp_path / "c", subjects=people + 2, clips_per_subject=1, size=48, frames=(4, 5)
+    )
+    persons = read_demo_persons(corpus.root)
+    assert len(persons) == people + 2 and len(set(persons.values())) == people
+    assert persons["casme2/1"] == persons[f"casme2/{people + 1}"] == "astronaut"
+    truth = {int(clip.subject): clip.identity for clip in read_demo_truth(corpus.root)}
+    assert all(persons[f"casme2/{number}"] == identity for number, identity in truth.items())
+    manifest = tmp_path / "m.csv"
+    build_manifest_file(
+        "casme2",
+        corpus.annotations,
+        corpus.root,
+        manifest,
+        check_frames=True,
+        strict=True,
+        persons=corpus.persons,
+    )
+    rows = read_manifest(manifest)
+    assert rows["person"].nunique() == people
+    assert set(rows.loc[rows["subject"] == str(people + 1), "person"]) == {"astronaut"}
+
+
+def test_demo_oracle_renders_the_recorded_motion(demo_corpus: DemoCorpus) -> None:
+    """Self-reenactment with the oracle (a clip's own onset frame as the target) reproduces the clip's apex
+    far better than copy-onset does, in the pixels that move; shorter sources keep onset, apex and offset."""
+    from augmenter.generators import load_generator
+    from augmenter.generators.base import PreparedClip, TargetFace
+
+    oracle = load_generator(f"demo-oracle:{demo_corpus.root}")
+    assert oracle.kind == "demo-oracle" and oracle.training_free and oracle.size == 64
+    assert oracle.training_subjects == () and oracle.training_persons == ()
+    oracle_errors, copy_errors = [], []
+    for clip in read_demo_truth(demo_corpus.root):
+        folder = demo_corpus.root / RAW_FOLDER / f"sub{clip.subject}" / clip.filename
+        frames = np.stack([_read_rgb(folder / f"img{n}.jpg") for n in range(clip.onset, clip.offset + 1)])
+        landmarks = np.asarray(clip.landmarks_onset, np.float32)
+        apex = clip.apex - clip.onset
+        source = PreparedClip(
+            f"casme2/{int(clip.subject)}/{clip.filename}",
+            frames,
+            np.repeat(landmarks[None], len(frames), 0),
+            apex,
+        )
+        generated = oracle.animate(source, TargetFace("target", "x", frames[0], landmarks))
+        assert generated.shape == frames.shape and generated.dtype == np.uint8
+        real = frames[apex].astype(np.float64)
+        moving = np.abs(real - frames[0]).mean(axis=-1) > 6
+        oracle_errors.append(np.abs(generated[apex] - real).mean(axis=-1)[moving].mean())
+        copy_errors.append(np.abs(frames[0] - real).mean(axis=-1)[moving].mean())
+    assert np.median(oracle_errors) < 0.5 * np.median(copy_errors), (oracle_errors, copy_errors)
+
+    short = PreparedClip(source.key, frames[::2], source.landmarks[::2], apex // 2)
+    resampled = oracle.animate(short, TargetFace("target", "x", frames[0], landmarks))
+    assert len(resampled) == len(short.frames)
+    assert time_map(len(short.frames), apex // 2, len(frames), apex)[[0, apex // 2, -1]].tolist() == [
+        0,
+        apex,
+        len(frames) - 1,
+    ]
+    with pytest.raises(UserError, match="not in"):
+        oracle.animate(
+            PreparedClip("casme2/99/EP01_01", frames, source.landmarks, apex), _still_target(frames)
+        )
+    with pytest.raises(UserError, match="corpus root"):
+        load_generator("demo-oracle")
+
+
+def _still_target(frames: np.ndarray) -> object:
+    from augmenter.generators.base import TargetFace
+
+    return TargetFace("target", "x", frames[0], np.zeros((68, 2), np.float32))

@@ -1,16 +1,24 @@
-"""The main job on the bundled demo corpus: every stage once, leakage-free, resumable.
+"""`augmenter demo`: every stage once on the demo corpus, leakage-free by PERSON, bracketed by controls.
 
-Leakage-free augmentation needs, for every LOSO test subject s, synthetic clips from a generator that never
-saw s. The demo therefore trains two generators, each on one half of the subjects, and keeps one store per
-generator: the strict evaluation guard gives fold s the clips of the generator trained on the other half
-(minus every clip whose source or target is s). Each stage writes its outputs atomically and is skipped when
-they exist, so a re-run (or a run after a kill) continues where the last one stopped.
+Why this shape. One gain number means little without its brackets, so the demo generates one store per kind:
+the ceiling (`demo-oracle`: each source clip's true recorded motion on the target face), the two FP-FOMM
+generators, `landmark-tps`, and the floor (`copy-onset`: the target face, motionless). The evaluation
+(recognition_eval, person folds, equal step budgets, ≥ 3 seeds, a persons × seeds bootstrap) trains the
+baseline and one arm per kind, plus `shuffled` (the FP-FOMM clips with their labels permuted: does the gain
+come from the motion-label pairing?), and the demo prints ONE table of them.
 
-Training both generators on 2 CPU cores takes longer than the rest of the demo (teacher flows dominate), so
-the package ships the two tiny-64 checkpoints trained on the default demo corpus (`augmenter/demo_weights/`,
-made by `make demo-weights` = `augmenter demo --train` + `export_demo_weights`). They are used only when the
-corpus is byte-for-byte the one they were trained on (sha256 of its truth file) and their recorded training
-subjects exclude the half they are for; otherwise, or with `--train`, the demo trains them itself.
+Leakage-free augmentation needs, for every test person p, synthetic clips from a generator that never saw p.
+The demo therefore trains two generators, each without one half of the PERSONS (sorted, every other person),
+and keeps one store per generator: the strict guard gives fold p the clips of the generator that never saw p
+(minus every clip whose source or target is p). Training-free kinds (oracle, landmark-tps, copy-onset) saw
+nobody. Each stage writes atomically and is skipped when its output exists, so a re-run continues where the
+last one stopped.
+
+Training both generators on 2 CPU cores takes longer than the rest of the demo, so the package ships the two
+tiny-64 checkpoints trained on the default corpus (`augmenter/demo_weights/`, made by `make demo-weights` =
+`augmenter demo --train` + `export_demo_weights`). They are used only when the corpus is byte-for-byte the one
+they were trained on (sha256 of its truth file) and their recorded training persons (or, for older weights,
+subjects) exclude the half they serve; otherwise, or with `--train`, the demo trains them itself.
 """
 
 from __future__ import annotations
@@ -24,18 +32,30 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from augmenter.demo.corpus import TRUTH_FILE
-from augmenter.manifest import fold_key, read_manifest
+from augmenter.demo.corpus import ANNOTATION_FILE, PERSONS_FILE, TRUTH_FILE
+from augmenter.manifest import read_manifest, row_fold_key, row_person
 from augmenter.model.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 
 HALVES = ("a", "b")
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "demo_weights"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "demo_weights"
 SHIPPED_INFO = "weights.json"
 # Only the inference networks travel: the discriminator and optimiser states would triple the size.
 SHIPPED_KEYS = ("format", "step", "config", "training_subjects", "losses", "kp_detector", "generator")
+OPTIONAL_SHIPPED_KEYS = ("training_persons",)
+# Arms of the evaluation besides the baseline, in table order; the FP-FOMM stores are the main arm.
+ORACLE, FPFOMM, LANDMARK_TPS, COPY_ONSET, SHUFFLED = (
+    "oracle",
+    "fp-fomm",
+    "landmark-tps",
+    "copy-onset",
+    "shuffled",
+)
+ARM_ORDER = ("baseline", ORACLE, FPFOMM, LANDMARK_TPS, COPY_ONSET, SHUFFLED)
+MAIN_ARM = "augmented"  # the report's name for the classic `synthetic=` arm (here: the FP-FOMM stores)
 
 
 @dataclass
@@ -44,8 +64,8 @@ class DemoJob:
 
     out: Path = Path("demo-output")
     workers: int = 2
-    subjects: int = 12
-    clips_per_subject: int = 6
+    subjects: int = 9  # one per real person (augmenter/demo/faces.py); more subjects are variants
+    clips_per_subject: int = 8
     corpus_size: int = 128
     frames: tuple[int, int] = (16, 32)
     model_size: int = 64
@@ -54,7 +74,9 @@ class DemoJob:
     train_steps: int | None = None  # None = the config's schedule (what the shipped weights had)
     max_per_source: int = 1
     recognizer: str = "resnet"
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    seed: int = 0  # corpus and pairing seed
+    score: bool = True  # the self-reenactment table (one clip set, every generator)
     console: Console = field(default_factory=lambda: Console(stderr=True))
 
 
@@ -63,17 +85,39 @@ class DemoResult:
     """Paths and headline numbers of one demo run."""
 
     report: dict
-    scores: dict[str, dict]
+    scores: dict
     report_dir: Path
     preview: Path
     seconds: float
     stage_seconds: dict[str, float]
 
 
-def subject_halves(subjects: list[str]) -> dict[str, list[str]]:
-    """Split fold keys into two interleaved halves (stable: sorted order, every other subject)."""
-    ordered = sorted(subjects, key=_natural_key)
+def _natural_key(text: str) -> tuple:
+    head, _, tail = text.rpartition("/")
+    return (head, int(tail)) if tail.isdigit() else (head, tail)
+
+
+def interleaved_halves(keys: list[str]) -> dict[str, list[str]]:
+    """Split keys into two interleaved halves (stable: natural sorted order, every other key)."""
+    ordered = sorted(set(keys), key=_natural_key)
     return {"a": ordered[0::2], "b": ordered[1::2]}
+
+
+# The halves of the subjects (old name) and of the persons are the same split rule.
+subject_halves = interleaved_halves
+
+
+def person_halves(rows: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
+    """Per half: its persons and all their subjects' fold keys (a person's variants stay in one half)."""
+    persons_of = {row_fold_key(row): row_person(row) for _, row in rows.iterrows()}
+    halves = interleaved_halves(list(persons_of.values()))
+    return {
+        half: {
+            "persons": members,
+            "subjects": sorted((k for k, p in persons_of.items() if p in members), key=_natural_key),
+        }
+        for half, members in halves.items()
+    }
 
 
 def truth_digest(corpus_root: Path) -> str:
@@ -82,10 +126,14 @@ def truth_digest(corpus_root: Path) -> str:
 
 
 def shipped_checkpoint(
-    half: str, corpus_root: Path, held_out: list[str], folder: Path = SHIPPED_WEIGHTS
+    half: str,
+    corpus_root: Path,
+    held_out_subjects: list[str],
+    folder: Path = SHIPPED_WEIGHTS,
+    held_out_persons: list[str] = (),
 ) -> Path | None:
-    """The shipped checkpoint for `half`, or None when it was not trained on this corpus or saw a held-out
-    subject (then the demo trains its own)."""
+    """The shipped checkpoint for `half`, or None when it was not trained on this corpus, saw a held-out
+    person or subject, or does not say whom it saw (then the demo trains its own)."""
     info_path, path = folder / SHIPPED_INFO, folder / f"generator-{half}.pt"
     if not (info_path.is_file() and path.is_file()):
         return None
@@ -93,7 +141,10 @@ def shipped_checkpoint(
     if info.get("truth_sha256") != truth_digest(corpus_root):
         return None
     payload, _ = load_checkpoint(path)
-    if set(payload.get("training_subjects", ())) & set(held_out):
+    subjects, persons = payload.get("training_subjects") or (), payload.get("training_persons") or ()
+    if not subjects and not persons:
+        return None  # unknown training set: never serve it
+    if set(subjects) & set(held_out_subjects) or set(persons) & set(held_out_persons):
         return None
     return path
 
@@ -106,7 +157,9 @@ def export_demo_weights(demo_out: Path, folder: Path = SHIPPED_WEIGHTS) -> list[
     for half in HALVES:
         payload, _ = load_checkpoint(demo_out / f"generator-{half}" / "checkpoint.pt")
         path = folder / f"generator-{half}.pt"
-        save_checkpoint(path, {k: payload[k] for k in SHIPPED_KEYS})
+        kept = {k: payload[k] for k in SHIPPED_KEYS}
+        kept.update({k: payload[k] for k in OPTIONAL_SHIPPED_KEYS if k in payload})
+        save_checkpoint(path, kept)
         written.append(path)
     truth = json.loads((demo_out / "corpus" / TRUTH_FILE).read_text())
     info = {
@@ -123,11 +176,6 @@ def _install_shipped(shipped: Path, run_dir: Path) -> None:
     shutil.copyfile(shipped, run_dir / "checkpoint.pt")
     shutil.copyfile(sidecar_path(shipped), sidecar_path(run_dir / "checkpoint.pt"))
     (run_dir / "complete").write_text(f"shipped weights: {shipped}\n")
-
-
-def _natural_key(text: str) -> tuple:
-    head, _, tail = text.rpartition("/")
-    return (head, int(tail)) if tail.isdigit() else (head, tail)
 
 
 class _Stages:
@@ -156,58 +204,88 @@ def _write_json(path: Path, document: dict) -> None:
     tmp.replace(path)
 
 
+def _train_and_mark(train: Callable[..., object], **kwargs: object) -> object:
+    """Train, then leave a `complete` marker so a re-run knows the schedule finished."""
+    result = train(**kwargs)
+    (Path(str(kwargs["out_dir"])) / "complete").write_text("done\n")
+    return result
+
+
+def _generate_and_mark(generate: Callable[..., object], job: object, store: Path) -> object:
+    """Generate, then mark the store complete only when every planned clip is done (exit 1 otherwise)."""
+    result = generate(job)
+    if not getattr(result, "failures", None):
+        (store.parent / f"{store.name}.complete").write_text("done\n")
+    return result
+
+
+def store_paths(out: Path) -> dict[str, Path]:
+    """Where each kind's store lives: stores/<name>.zarr (the name is what the report calls the store)."""
+    names = (ORACLE, f"{FPFOMM}-a", f"{FPFOMM}-b", LANDMARK_TPS, COPY_ONSET)
+    return {name: Path(out) / "stores" / f"{name}.zarr" for name in names}
+
+
 def run_demo(job: DemoJob) -> DemoResult:
-    """Demo corpus → manifest → 2 generators (one per half of the subjects) → generate → score → evaluate."""
+    """Corpus → manifest (persons) → 2 generators (one per half of the persons) → 5 stores → score →
+    evaluate."""
     from augmenter.datasets import build_manifest_file
     from augmenter.demo.corpus import make_demo_corpus
     from augmenter.generate import GenerateJob, generate
     from augmenter.preview import preview
-    from augmenter.score import score_generator
     from augmenter.train import train
-    from recognition_eval.evaluate import EvaluateJob, evaluate
+    from recognition_eval.evaluate import Arm, EvaluateJob, evaluate
 
     started = time.perf_counter()
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(job.console)
     corpus_root = out / "corpus"
-    annotations = corpus_root / "CASME2-coding-demo.xlsx"
+    annotations = corpus_root / ANNOTATION_FILE
     manifest = out / "manifest.csv"
     cache = out / "cache"
 
     stages.run(
         "demo corpus",
         f"{job.subjects} subjects × {job.clips_per_subject} clips at {job.corpus_size}² → {corpus_root}",
-        lambda: annotations.is_file() and (corpus_root / "demo-truth.json").is_file(),
+        lambda: annotations.is_file() and (corpus_root / TRUTH_FILE).is_file(),
         lambda: make_demo_corpus(
             corpus_root, job.subjects, job.clips_per_subject, job.corpus_size, job.seed, job.frames
         ),
     )
     stages.run(
         "manifest",
-        f"CASME II reader on the demo sheet → {manifest}",
+        f"CASME II reader on the demo sheet, persons from {PERSONS_FILE} → {manifest}",
         manifest.is_file,
         lambda: build_manifest_file(
-            "casme2", annotations, corpus_root, manifest, check_frames=True, strict=True
+            "casme2",
+            annotations,
+            corpus_root,
+            manifest,
+            check_frames=True,
+            strict=True,
+            persons=corpus_root / PERSONS_FILE,
         ),
     )
     rows = read_manifest(manifest)
-    halves = subject_halves(
-        sorted({fold_key(d, s) for d, s in zip(rows["dataset"], rows["subject"], strict=True)})
-    )
+    halves = person_halves(rows)
 
     checkpoints: dict[str, Path] = {}
     for half in HALVES:
         run_dir = out / f"generator-{half}"
-        checkpoint = run_dir / "checkpoint.pt"
-        checkpoints[half] = checkpoint
-        held_out = ", ".join(halves[half])
-        shipped = None if job.train else shipped_checkpoint(half, corpus_root, halves[half])
+        checkpoints[half] = run_dir / "checkpoint.pt"
+        held_out = ", ".join(halves[half]["persons"])
+        shipped = (
+            None
+            if job.train
+            else shipped_checkpoint(
+                half, corpus_root, halves[half]["subjects"], held_out_persons=halves[half]["persons"]
+            )
+        )
         if shipped is not None:
-            what = f"shipped {job.config} weights trained on this corpus without subjects {held_out}"
+            what = f"shipped {job.config} weights trained on this corpus without persons {held_out}"
             action: Callable[[], object] = partial(_install_shipped, shipped, run_dir)
         else:
-            what = f"{job.config} FP-FOMM without subjects {held_out}"
+            what = f"{job.config} FP-FOMM without persons {held_out}"
             action = partial(
                 _train_and_mark,
                 train,
@@ -217,77 +295,66 @@ def run_demo(job: DemoJob) -> DemoResult:
                 out_dir=run_dir,
                 steps=job.train_steps,
                 resume=(run_dir / "checkpoint.pt").is_file(),
-                exclude_subjects=halves[half],
+                exclude_subjects=halves[half]["subjects"],
                 cache_dir=cache,
             )
+        stages.run(f"train generator {half}", f"{what} → {run_dir}", (run_dir / "complete").is_file, action)
+
+    stores = store_paths(out)
+    specs = {
+        ORACLE: f"demo-oracle:{corpus_root.resolve()}",
+        f"{FPFOMM}-a": str(checkpoints["a"]),
+        f"{FPFOMM}-b": str(checkpoints["b"]),
+        LANDMARK_TPS: LANDMARK_TPS,
+        COPY_ONSET: COPY_ONSET,
+    }
+    for name, store in stores.items():
+        generate_job = GenerateJob(
+            manifest=manifest,
+            root=corpus_root,
+            generator=specs[name],
+            targets=manifest,
+            out=store,
+            workers=job.workers,
+            gpus="none",
+            max_per_source=job.max_per_source,
+            size=job.model_size,
+            seed=job.seed,
+            cache_dir=cache,
+            dashboard_address=None,
+            identity_quality=False,
+        )
         stages.run(
-            f"train generator {half}",
-            f"{what} → {run_dir}",
-            (run_dir / "complete").is_file,
-            action,
+            f"generate {name}",
+            f"{specs[name]} over demo pairings with {job.workers} Dask workers → {store}",
+            (store.parent / f"{store.name}.complete").is_file,
+            partial(_generate_and_mark, generate, generate_job, store),
         )
 
-    stores: list[Path] = []
-    for half in HALVES:
-        store = out / f"synthetic-{half}.zarr"
-        stores.append(store)
+    scores_path = out / "scores.json"
+    if job.score:
         stages.run(
-            f"generate {half}",
-            f"generator {half} over demo pairings with {job.workers} Dask workers → {store}",
-            lambda: False,  # generate itself skips the clips that are done
-            lambda half=half, store=store: generate(
-                GenerateJob(
-                    manifest=manifest,
-                    root=corpus_root,
-                    generator=str(checkpoints[half]),
-                    targets=manifest,
-                    out=store,
-                    workers=job.workers,
-                    gpus="none",
-                    max_per_source=job.max_per_source,
-                    size=job.model_size,
-                    seed=job.seed,
-                    cache_dir=cache,
-                    dashboard_address=None,
-                    identity_quality=False,
-                )
-            ),
+            "score",
+            f"self-reenactment of every generator on the same clips (FP-FOMM: the half that never saw the "
+            f"person) → {scores_path}",
+            scores_path.is_file,
+            partial(_score_all, checkpoints, corpus_root, manifest, scores_path, cache, job.model_size),
         )
-
-    scores: dict[str, dict] = {}
-    for half in HALVES:
-        path = out / f"scores-fpfomm-{half}.json"
-        stages.run(
-            f"score generator {half}",
-            f"self-reenactment on its held-out subjects {', '.join(halves[half])} → {path}",
-            path.is_file,
-            lambda half=half, path=path: score_generator(
-                str(checkpoints[half]),
-                manifest,
-                corpus_root,
-                subjects=halves[half],
-                size=job.model_size,
-                out=path,
-                cache_dir=cache,
-            ),
-        )
-        scores[f"fp-fomm-{half}"] = json.loads(path.read_text())
-    tps_path = out / "scores-landmark-tps.json"
-    stages.run(
-        "score landmark-tps",
-        f"the training-free baseline on every subject → {tps_path}",
-        tps_path.is_file,
-        lambda: score_generator(
-            "landmark-tps", manifest, corpus_root, size=job.model_size, out=tps_path, cache_dir=cache
-        ),
-    )
-    scores["landmark-tps"] = json.loads(tps_path.read_text())
+    scores = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
 
     report_dir = out / "report"
     report_json = report_dir / "report.json"
+    fpfomm_stores = (stores[f"{FPFOMM}-a"], stores[f"{FPFOMM}-b"])
+    arms = (
+        Arm(ORACLE, (stores[ORACLE],)),
+        Arm(LANDMARK_TPS, (stores[LANDMARK_TPS],)),
+        Arm(COPY_ONSET, (stores[COPY_ONSET],)),
+        Arm(SHUFFLED, fpfomm_stores, shuffle_labels=True),
+    )
     stages.run(
         "evaluate",
-        f"LOSO {job.recognizer}: baseline vs augmented with both stores → {report_dir}",
+        f"LOSO by person, {job.recognizer}, seeds {list(job.seeds)}: baseline, fp-fomm (a|b) and "
+        f"{', '.join(arm.name for arm in arms)} → {report_dir}",
         report_json.is_file,
         lambda: evaluate(
             EvaluateJob(
@@ -295,7 +362,9 @@ def run_demo(job: DemoJob) -> DemoResult:
                 root=corpus_root,
                 out=report_dir,
                 recognizer=job.recognizer,
-                synthetic=tuple(stores),
+                synthetic=fpfomm_stores,
+                arms=arms,
+                seeds=tuple(job.seeds),
                 cache_dir=cache / "features",
             )
         ),
@@ -306,7 +375,7 @@ def run_demo(job: DemoJob) -> DemoResult:
         "preview",
         f"source | target | generated → {preview_path}",
         preview_path.is_file,
-        lambda: preview(stores[0], preview_path, n=4, manifest=manifest, root=corpus_root),
+        lambda: preview(stores[f"{FPFOMM}-a"], preview_path, n=4, manifest=manifest, root=corpus_root),
     )
     result = DemoResult(
         report=report,
@@ -316,22 +385,47 @@ def run_demo(job: DemoJob) -> DemoResult:
         seconds=time.perf_counter() - started,
         stage_seconds=stages.seconds,
     )
-    _write_json(out / "demo-summary.json", summary_document(result))
+    _write_json(out / "demo-summary.json", summary_document(result, stores))
     print_summary(result, job.console)
     return result
 
 
-def _train_and_mark(train: Callable[..., object], **kwargs: object) -> object:
-    """Train, then leave a `complete` marker so a re-run knows the schedule finished."""
-    result = train(**kwargs)
-    (Path(str(kwargs["out_dir"])) / "complete").write_text("done\n")
-    return result
+def _score_all(
+    checkpoints: dict[str, Path], corpus_root: Path, manifest: Path, out: Path, cache: Path, size: int
+) -> dict:
+    """One self-reenactment table on every clip: FP-FOMM (each clip by the generator that never saw its
+    person), landmark-tps, the oracle, beside copy-onset."""
+    from augmenter.score import score_generators
+
+    rows = [
+        (FPFOMM, (str(checkpoints["a"]), str(checkpoints["b"]))),
+        (LANDMARK_TPS, (LANDMARK_TPS,)),
+        (ORACLE, (f"demo-oracle:{Path(corpus_root).resolve()}",)),
+    ]
+    return score_generators(rows, manifest, corpus_root, size=size, out=out, cache_dir=cache, progress=True)
 
 
-def summary_document(result: DemoResult) -> dict:
-    """The numbers a reader of the demo wants, in one JSON."""
+def arm_rows(report: dict) -> list[tuple[str, dict]]:
+    """(display name, arm entry) in table order; the report's main arm is the FP-FOMM stores."""
+    arms = dict(report.get("arms") or {})
+    if MAIN_ARM in arms and FPFOMM not in arms:
+        arms[FPFOMM] = arms.pop(MAIN_ARM)
+    ordered = [name for name in ARM_ORDER if name in arms]
+    ordered += [name for name in arms if name not in ordered]
+    return [(name, arms[name]) for name in ordered]
+
+
+def summary_document(result: DemoResult, stores: dict[str, Path] | None = None) -> dict:
+    """The numbers a reader of the demo wants, in one JSON: the report's gain keys (unit, folds, seeds,
+    resampling, one entry per arm), the main arm's classic keys, the scores and the seconds per stage."""
     report = result.report
     return {
+        "unit": report.get("unit"),
+        "n_folds": report.get("n_folds"),
+        "n_seeds": report.get("n_seeds"),
+        "resampled": report.get("resampled"),
+        "arms": dict(arm_rows(report)),
+        "stores": {name: str(path) for name, path in (stores or {}).items()},
         "baseline": report.get("baseline"),
         "augmented": report.get("augmented"),
         "gain_uf1": report.get("gain_uf1"),
@@ -345,42 +439,46 @@ def summary_document(result: DemoResult) -> dict:
     }
 
 
-def print_summary(result: DemoResult, console: Console) -> None:
-    """The final Rich summary: generator fidelity, then the recognition gain with its CI."""
-    fidelity = Table(title="Generators: self-reenactment on held-out subjects (lower flow_epe is better)")
-    for column in ("generator", "clips", "flow_epe", "flow_cos", "L1", "copy-onset flow_epe"):
-        fidelity.add_column(column)
-    for name, document in result.scores.items():
-        generated, copy = document["generator"], document["copy_onset"]
-        fidelity.add_row(
-            name,
-            str(generated["n_clips"]),
-            f"{generated['flow_epe']:.3f}",
-            f"{generated['flow_cos']:.3f}",
-            f"{generated['l1']:.4f}",
-            f"{copy['flow_epe']:.3f}",
-        )
-    console.print(fidelity)
+def _number(value: object, pattern: str = "{:.3f}") -> str:
+    return "—" if value is None else pattern.format(value)
 
-    report = result.report
-    gain = Table(title=f"LOSO recognition ({report.get('n_folds')} folds), pooled UF1 / UAR")
-    for column in ("", "UF1", "UAR"):
-        gain.add_column(column)
-    for name in ("baseline", "augmented"):
-        scores = report.get(name) or {}
-        if scores:
-            gain.add_row(name, f"{scores['uf1']:.3f}", f"{scores['uar']:.3f}")
-    if report.get("gain_uf1") is not None:
-        ci_uf1, ci_uar = report["ci_uf1"], report["ci_uar"]
-        gain.add_row(
-            "gain [95% CI]",
-            f"{report['gain_uf1']:+.3f} [{ci_uf1[0]:+.3f}, {ci_uf1[1]:+.3f}]",
-            f"{report['gain_uar']:+.3f} [{ci_uar[0]:+.3f}, {ci_uar[1]:+.3f}]",
+
+def gain_table(report: dict) -> Table:
+    """ONE table: every arm with UF1, UAR, its gain over the baseline [95% CI], p, steps and clips used."""
+    title = (
+        f"LOSO recognition by {report.get('unit', 'person')} ({report.get('n_folds')} folds × "
+        f"{report.get('n_seeds')} seeds; CI resamples {report.get('resampled')})"
+    )
+    table = Table(title=title)
+    for column in ("arm", "UF1", "UAR", "gain UF1 [95% CI]", "p", "steps", "n_synthetic"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for name, arm in arm_rows(report):
+        ci = arm.get("ci_uf1")
+        gain = (
+            "—"
+            if arm.get("gain_uf1") is None or name == "baseline"
+            else f"{arm['gain_uf1']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
         )
-    console.print(gain)
+        table.add_row(
+            name,
+            _number(arm.get("uf1")),
+            _number(arm.get("uar")),
+            gain,
+            "—" if name == "baseline" else _number(arm.get("p_uf1")),
+            _number(arm.get("steps"), "{}"),
+            _number(arm.get("n_synthetic"), "{}"),
+        )
+    return table
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    """The final summary: the score table (when scored), then the one recognition table."""
+    if result.scores:
+        from augmenter.score import format_table
+
+        console.print(format_table(result.scores), highlight=False, soft_wrap=True)
+    console.print(gain_table(result.report))
     console.print(
-        f"synthetic training samples, summed over folds: {report.get('n_synthetic_used')} "
-        f"(≈ {(report.get('n_synthetic_used') or 0) / max(1, report.get('n_folds') or 1):.0f} per fold); "
-        f"report: {result.report_dir}; "
-        f"preview: {result.preview}; wall time {result.seconds / 60:.1f} min"
+        f"report: {result.report_dir}; preview: {result.preview}; wall time {result.seconds / 60:.1f} min "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in result.stage_seconds.items() if v)})"
     )
