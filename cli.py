@@ -193,9 +193,15 @@ def score_command(
 def generate_command(
     manifest: Path | None = typer.Option(None, help="Source manifest CSV (the clips whose motion is used)."),
     root: Path | None = typer.Option(None, help="Dataset root the source manifest's paths are relative to."),
-    generator: str | None = typer.Option(None, help="'landmark-tps' or an FP-FOMM checkpoint (.pt)."),
+    generator: str | None = typer.Option(
+        None, help="'landmark-tps', 'copy-onset' (the floor control) or a checkpoint (.pt, .pth.tar)."
+    ),
     targets: Path | None = typer.Option(
         None, help="Target faces: a manifest CSV (onset frames) or an image folder."
+    ),
+    target_persons: Path | None = typer.Option(
+        None,
+        help="CSV target,person: who each image of a targets folder shows (target = file stem or path).",
     ),
     targets_root: Path | None = typer.Option(
         None, help="Dataset root of a target manifest (default: --root)."
@@ -218,6 +224,9 @@ def generate_command(
         help="Subjects to leave out as source and target (id or fold key 'casme2/1'; repeat or comma-join).",
     ),
     limit: int | None = typer.Option(None, help="Make at most N pairings (a stable prefix of the plan)."),
+    include_unlabelled: bool = typer.Option(
+        False, "--include-unlabelled", help="Also use source clips without a 3-class label."
+    ),
     size: int | None = typer.Option(
         None, help="Frame size in pixels (default: the checkpoint's; landmark-tps: 128)."
     ),
@@ -238,7 +247,9 @@ def generate_command(
         "--identity-quality/--no-identity-quality",
         help="Score identity kept (generated apex vs target).",
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan's counts and stop."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan's counts, estimated time and store size; write nothing."
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace a store made with another generator/config."
     ),
@@ -254,6 +265,7 @@ def generate_command(
     file_values = read_job_file(config) if config is not None else {}
     cli_values["dry_run"] = dry_run or None
     cli_values["overwrite"] = overwrite or None
+    cli_values["include_unlabelled"] = include_unlabelled or None
     cli_values["exclude_subjects"] = [
         s.strip() for v in exclude_subjects or [] for s in v.split(",") if s.strip()
     ]

@@ -3,16 +3,18 @@
 Driver: read manifests → plan (augmenter.plan) → lock and open the store → append new pairings → submit the
 not-done ones in batches → record each batch's small results (the `done` flags) → consolidate metadata.
 Worker task (`run_batch`): load the generator once per worker process, prepare source and target (cached on
-disk, shared by all workers), animate, write each clip as one whole shard, return only metadata. A pair that
-fails is returned with its error and never stops the batch.
+disk, shared by all workers), animate, write each clip as one whole chunk file, return only metadata. A pair
+that fails is returned with its error and never stops the batch. Pairings are batched by target, so a target
+is prepared (and, by a generator with `animate_many`, encoded) once per batch and kept warm on its worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +24,13 @@ import pandas as pd
 from augmenter.errors import UserError
 from augmenter.manifest import read_manifest
 from augmenter.plan import format_summary, load_targets, make_plan
+from augmenter.progress import StageProgress, format_eta
 
 RESULT_FLUSH_CLIPS = 256
 RESULT_FLUSH_SECONDS = 2.0
-STORE_VERSION_NOTE = "labels in arrays, one shard per clip, done flag written by the driver after the clip"
+STORE_VERSION_NOTE = "labels in arrays, one chunk per clip, done flag written by the driver after the clip"
+# Prepared target faces a worker keeps in memory across batches (one image + landmarks each).
+WORKER_TARGET_CACHE = 512
 
 
 @dataclass
@@ -57,7 +62,10 @@ class GenerateJob:
     retries: int = 1
     face_backend: str = "dlib"
     identity_quality: bool = True  # embed generated apex vs target (dlib: ~0.3 s per clip on one core)
-    cache_dir: Path | None = None  # default: <out>.cache beside the store
+    cache_dir: Path | None = None  # default: $AUGMENTER_CACHE, else augmenter-cache/ beside the manifest
+    target_persons: Path | None = None  # CSV target,person: who a folder target's image shows
+    include_unlabelled: bool = False  # also pair sources without a 3-class label
+    estimate_pairings: int = 3  # --dry-run times this many pairings for its time estimate (0: none)
     dashboard_address: str | None = "127.0.0.1:8787"
     progress: bool = True
 
@@ -73,6 +81,8 @@ class GenerateResult:
     failures: list[tuple[str, str]]
     seconds: float
     plan_summary: str = ""
+    estimated_seconds: float | None = None  # --dry-run: the whole plan's wall time on this job's workers
+    estimated_store_bytes: int | None = None  # --dry-run: the store's size once every clip is written
 
     @property
     def clips_per_second(self) -> float:
@@ -166,19 +176,37 @@ def _identity_distance(backend, generated_apex: np.ndarray, target, size: int) -
     return identity_distance(backend.embedding(generated_apex, box), _WORKER_TARGET_EMBEDDINGS[target.key])
 
 
+_WORKER_TARGETS: dict[tuple, object] = {}  # insertion-ordered: the oldest is dropped first
+
+
 def _prepare_target(item: dict, settings: BatchSettings, backend):  # noqa: ANN001, ANN202 - TargetFace
+    """The item's target face, from this worker's memory when an earlier batch prepared it."""
     from augmenter.prepare import prepare_target, prepare_targets_from_manifest
 
+    key = (
+        settings.targets_folder,
+        settings.targets_root,
+        settings.size,
+        settings.cache_dir,
+        item["target_id"],
+    )
+    if key in _WORKER_TARGETS:
+        return _WORKER_TARGETS[key]
     if settings.targets_folder:
         path = Path(settings.targets_folder) / item["target_path"]
-        return prepare_target(
+        target = prepare_target(
             path, settings.size, backend, key=item["target_id"], subject=item["target_subject"]
         )
-    frame = pd.DataFrame([item["target_row"]])
-    cache = settings.cache_dir or None
-    return prepare_targets_from_manifest(
-        frame, settings.targets_root, settings.size, backend, cache_dir=cache
-    )[0]
+    else:
+        frame = pd.DataFrame([item["target_row"]])
+        cache = settings.cache_dir or None
+        target = prepare_targets_from_manifest(
+            frame, settings.targets_root, settings.size, backend, cache_dir=cache
+        )[0]
+    while len(_WORKER_TARGETS) >= WORKER_TARGET_CACHE:
+        del _WORKER_TARGETS[next(iter(_WORKER_TARGETS))]
+    _WORKER_TARGETS[key] = target
+    return target
 
 
 def _failed(item: dict, error: str) -> dict:
@@ -195,47 +223,88 @@ def _one_line(exc: BaseException) -> str:
     return text[:500]
 
 
+def _animate_group(generator, sources: list, target) -> list:  # noqa: ANN001
+    """Clips of several sources on one target: one call when the generator can encode the target once
+    (`animate_many`), else one `animate` per source. A failing group is retried clip by clip so one bad
+    source fails only its own pairing."""
+    many = getattr(generator, "animate_many", None)
+    if many is not None and len(sources) > 1:
+        try:
+            return [np.asarray(frames) for frames in many(sources, target)]
+        except Exception:  # noqa: BLE001 - fall back to one call per clip to find the bad one
+            pass
+    clips: list = []
+    for source in sources:
+        try:
+            clips.append(np.asarray(generator.animate(source, target)))
+        except Exception as exc:  # noqa: BLE001 - recorded against its own pairing
+            clips.append(exc)
+    return clips
+
+
 def run_batch(settings: BatchSettings, items: Sequence[dict]) -> list[dict]:
-    """Worker task: make and store the clips of `items`; returns one small result dict per item."""
+    """Worker task: make and store the clips of `items`; returns one small result dict per item.
+
+    Items sharing a target are animated together (the driver batches by target); sources are prepared once
+    per batch, targets once per worker.
+    """
     from augmenter.face import get_face_backend
     from augmenter.prepare import prepare_clip
     from augmenter.store import write_clip
 
     generator = _worker_generator(settings.generator, settings.size)
     backend = get_face_backend(settings.face_backend)
-    results = []
+    results = {item["index"]: _failed(item, "") for item in items}
     sources: dict[str, object] = {}
+    groups: dict[str, list[dict]] = {}
     for item in items:
-        result = _failed(item, "")
+        groups.setdefault(item["target_id"], []).append(item)
+    for group in groups.values():
+        ready: list[tuple[dict, object]] = []
+        target = None
         try:
-            source_key = item["source_key"]
-            if source_key not in sources:
-                sources[source_key] = prepare_clip(
-                    item["source_row"],
-                    settings.root,
-                    settings.size,
-                    backend,
-                    cache_dir=settings.cache_dir or None,
-                )
-            source = sources[source_key]
-            target = _prepare_target(item, settings, backend)
-            frames = np.asarray(generator.animate(source, target))
-            frames, apex = fit_length(frames, source.apex_index, item["max_frames"])
-            kept = write_clip(settings.store, item["index"], frames)
-            result["n_frames"], result["apex_index"] = kept, apex
-            diff = np.abs(frames[0].astype(np.float32) - target.image.astype(np.float32))
-            result["quality_l1"] = float(diff.mean() / 255.0)
-            if settings.identity_quality:
-                try:
-                    result["quality_identity"] = _identity_distance(
-                        backend, frames[apex], target, settings.size
+            target = _prepare_target(group[0], settings, backend)
+        except Exception as exc:  # noqa: BLE001 - a bad target fails its own pairings only
+            for item in group:
+                results[item["index"]]["error"] = _one_line(exc)
+            continue
+        for item in group:
+            try:
+                source_key = item["source_key"]
+                if source_key not in sources:
+                    sources[source_key] = prepare_clip(
+                        item["source_row"],
+                        settings.root,
+                        settings.size,
+                        backend,
+                        cache_dir=settings.cache_dir or None,
                     )
-                except Exception:  # noqa: BLE001 - a missing/odd face model must not fail the clip
-                    result["quality_identity"] = math.nan
-        except Exception as exc:  # noqa: BLE001 - one bad pair is recorded, the batch goes on
-            result["error"] = _one_line(exc)
-        results.append(result)
-    return results
+                ready.append((item, sources[source_key]))
+            except Exception as exc:  # noqa: BLE001 - one bad pair is recorded, the batch goes on
+                results[item["index"]]["error"] = _one_line(exc)
+        clips = _animate_group(generator, [source for _, source in ready], target)
+        for (item, source), frames in zip(ready, clips, strict=True):
+            result = results[item["index"]]
+            try:
+                if isinstance(frames, BaseException):
+                    raise frames
+                frames, apex = fit_length(frames, source.apex_index, item["max_frames"])
+                result["n_frames"], result["apex_index"] = (
+                    write_clip(settings.store, item["index"], frames),
+                    apex,
+                )
+                diff = np.abs(frames[0].astype(np.float32) - target.image.astype(np.float32))
+                result["quality_l1"] = float(diff.mean() / 255.0)
+                if settings.identity_quality:
+                    try:
+                        result["quality_identity"] = _identity_distance(
+                            backend, frames[apex], target, settings.size
+                        )
+                    except Exception:  # noqa: BLE001 - a missing/odd face model must not fail the clip
+                        result["quality_identity"] = math.nan
+            except Exception as exc:  # noqa: BLE001 - one bad pair is recorded, the batch goes on
+                result["error"] = _one_line(exc)
+    return [results[item["index"]] for item in items]
 
 
 # ---------------------------------------------------------------------------------------------- driver side
@@ -244,12 +313,18 @@ def run_batch(settings: BatchSettings, items: Sequence[dict]) -> list[dict]:
 def describe_generator(spec: str, size: int | None) -> dict:
     """kind, checksum, training subjects and size of a generator (loaded on CPU once in the driver)."""
     from augmenter.generators import load_generator
+    from augmenter.generators.base import TRAINING_FREE
 
     generator = load_generator(spec, "cpu", size=size)
+    training_free = bool(getattr(generator, "training_free", False))
+    subjects = sorted(getattr(generator, "training_subjects", ()))
+    persons = sorted(getattr(generator, "training_persons", ()))
     return {
         "generator_kind": str(generator.kind),
         "generator_checksum": str(generator.checksum),
-        "generator_training_subjects": ";".join(sorted(generator.training_subjects)),
+        # training-free: the sentinel (saw nobody); learned: the list, empty = unknown (refused when strict)
+        "generator_training_subjects": TRAINING_FREE if training_free else ";".join(subjects),
+        "generator_training_persons": TRAINING_FREE if training_free else ";".join(persons),
         "size": int(generator.size),
     }
 
@@ -271,8 +346,9 @@ def _items(
     targets: pd.DataFrame,
     target_manifest: pd.DataFrame | None,
     max_frames: int,
-) -> list[dict]:
-    """One picklable work item per plan row (manifest rows as plain dicts)."""
+) -> Iterator[dict]:
+    """One picklable work item per plan row (manifest rows as plain dicts), made as they are submitted so a
+    100k-pairing job never holds them all; ordered by target so a batch shares its target."""
     by_source = {f"{r['dataset']}/{r['subject']}/{r['clip_id']}": r for r in sources.to_dict("records")}
     by_target = targets.set_index("target_id").to_dict("index")
     target_rows = (
@@ -280,24 +356,24 @@ def _items(
         if target_manifest is not None
         else {}
     )
-    items = []
-    for index, row in zip(indices, plan.to_dict("records"), strict=True):
-        source_key = f"{row['source_subject']}/{row['source_clip']}"
-        target = by_target[row["target_id"]]
-        items.append(
-            {
-                "index": int(index),
-                "pair_id": row["pair_id"],
-                "source_key": source_key,
-                "source_row": by_source[source_key],
-                "target_id": row["target_id"],
-                "target_subject": row["target_subject"],
-                "target_path": target["target_path"],
-                "target_row": target_rows.get(row["target_id"], {}),
-                "max_frames": max_frames,
-            }
-        )
-    return items
+    order = np.lexsort((plan["source_clip"].to_numpy(), plan["source_subject"].to_numpy(),
+                        plan["target_id"].to_numpy()))  # fmt: skip
+    columns = ("pair_id", "source_subject", "source_clip", "target_id", "target_subject")
+    values = {name: plan[name].to_numpy() for name in columns}
+    for position in order:
+        source_key = f"{values['source_subject'][position]}/{values['source_clip'][position]}"
+        target_id = values["target_id"][position]
+        yield {
+            "index": int(indices[position]),
+            "pair_id": values["pair_id"][position],
+            "source_key": source_key,
+            "source_row": by_source[source_key],
+            "target_id": target_id,
+            "target_subject": values["target_subject"][position],
+            "target_path": by_target[target_id]["target_path"],
+            "target_row": target_rows.get(target_id, {}),
+            "max_frames": max_frames,
+        }
 
 
 def _planned_max_frames(sources: pd.DataFrame, plan: pd.DataFrame) -> int:
@@ -322,13 +398,177 @@ def _make_plan(job: GenerateJob, sources: pd.DataFrame, targets: pd.DataFrame, i
         max_per_target=job.max_per_target,
         exclude_subjects=job.exclude_subjects,
         limit=job.limit,
+        include_unlabelled=job.include_unlabelled,
     )
+
+
+def _load_targets(job: GenerateJob) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    return load_targets(job.targets, job.target_persons)
 
 
 def plan_job(job: GenerateJob) -> tuple[pd.DataFrame, dict]:
     """The job's plan and its generator description, without touching the store (what --dry-run shows)."""
     info = describe_generator(job.generator, job.size)
-    return _make_plan(job, read_manifest(job.manifest), load_targets(job.targets)[0], info), info
+    return _make_plan(job, read_manifest(job.manifest), _load_targets(job)[0], info), info
+
+
+def default_cache_dir(job: GenerateJob) -> Path:
+    """--cache-dir, else $AUGMENTER_CACHE, else the dataset's shared cache folder beside the manifest."""
+    from augmenter.prepare import CACHE_ENV, CACHE_FOLDER
+
+    if job.cache_dir:
+        return Path(job.cache_dir)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(job.manifest).expanduser().resolve().parent / CACHE_FOLDER
+
+
+@dataclass
+class CostEstimate:
+    """What a plan will cost, from a few pairings timed on this machine (what `--dry-run` prints)."""
+
+    seconds: float | None  # wall time of the whole plan on `workers` workers; None when nothing was timed
+    store_bytes: int  # exact: clips are stored uncompressed, T_max frames each
+    workers: int
+    device: str
+    timed: int  # pairings timed
+    seconds_per_frame: float = math.nan  # animation
+    seconds_per_clip: float = 0.0  # identity score and write, per clip
+    prepare_seconds: float = 0.0  # every distinct source and target prepared once (as timed: cold or cached)
+
+    def text(self) -> str:
+        size = self.store_bytes / 1e9
+        lines = [f"store: {size:.2f} GB when every clip is written (uncompressed, T_max frames per clip)"]
+        if self.seconds is None:
+            return "\n".join(lines)
+        lines.insert(
+            0,
+            f"estimate: {format_eta(self.seconds)} on {self.workers} {self.device} worker(s) "
+            f"({1000 * self.seconds_per_frame:.1f} ms per frame animated, "
+            f"{1000 * self.seconds_per_clip:.0f} ms per clip besides, "
+            f"{format_eta(self.prepare_seconds)} of preparation in all; "
+            f"from {self.timed} pairings timed here)",
+        )
+        return "\n".join(lines)
+
+
+def _estimate_workers(job: GenerateJob) -> tuple[int, str]:
+    """(workers, device kind) the job would run on: an existing scheduler's worker count, else local ones."""
+    from augmenter.cluster import close_client, detect_gpus, get_client, parse_gpus
+
+    if job.scheduler_address or job.scheduler_file or os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        client = get_client(scheduler_address=job.scheduler_address, scheduler_file=job.scheduler_file)
+        try:
+            workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+            gpus = sum(1 for w in workers if w.get("resources", {}).get("GPU", 0) >= 1)
+            return (gpus, "cuda") if gpus else (max(1, len(workers)), "cpu")
+        finally:
+            close_client(client)
+    gpu_ids = parse_gpus(job.gpus)
+    gpu_ids = detect_gpus() if gpu_ids is None else gpu_ids
+    if gpu_ids:
+        return len(gpu_ids), "cuda"
+    return int(job.workers or os.cpu_count() or 1), "cpu"
+
+
+def estimate_job(
+    job: GenerateJob,
+    plan: pd.DataFrame,
+    info: dict,
+    sources: pd.DataFrame,
+    targets: pd.DataFrame,
+    target_manifest: pd.DataFrame | None,
+) -> CostEstimate:
+    """Time `job.estimate_pairings` pairings of the plan on the job's device kind (here, in this process, with
+    a worker's share of the cores) and scale to the whole plan: frames animated, clips scored and written,
+    distinct sources and targets prepared, divided over the workers. The store size is exact."""
+    from augmenter.face import get_face_backend
+    from augmenter.generators import TORCH_FREE_KINDS, generator_kind_of, load_generator
+    from augmenter.prepare import prepare_clip
+    from augmenter.store import STORE_FORMAT
+
+    max_frames = int(job.max_frames or _planned_max_frames(sources, plan))
+    size = int(info["size"])
+    store_bytes = len(plan) * max_frames * size * size * 3
+    workers, device_kind = _estimate_workers(job)
+    n = min(int(job.estimate_pairings), len(plan))
+    if n < 1:
+        return CostEstimate(None, store_bytes, workers, device_kind, 0)
+    torch_free = generator_kind_of(job.generator) in TORCH_FREE_KINDS
+    device = "cuda:0" if device_kind == "cuda" and not torch_free else "cpu"
+    threads = None
+    if not torch_free:
+        import torch
+
+        threads = torch.get_num_threads()
+        if device == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        generator = load_generator(_generator_spec(job.generator), device, size=size)
+        backend = get_face_backend(job.face_backend)
+        settings = BatchSettings(
+            store=STORE_FORMAT,  # never written: the estimate only times
+            root=_abs(job.root),
+            targets_root=_abs(job.targets_root or job.root),
+            targets_folder=_abs(job.targets) if target_manifest is None else "",
+            generator=job.generator,
+            size=size,
+            face_backend=job.face_backend,
+            cache_dir=_abs(default_cache_dir(job)),
+            identity_quality=bool(job.identity_quality),
+        )
+        sample = plan.iloc[np.unique(np.linspace(0, len(plan) - 1, n).round().astype(int))]
+        items = list(_items(sample, np.arange(len(sample)), sources, targets, target_manifest, max_frames))
+        prepare_source = prepare_target = animate = extra = 0.0
+        frames_animated = 0
+        for number, item in enumerate(items):
+            clock = time.perf_counter()
+            source = prepare_clip(
+                item["source_row"], settings.root, size, backend, cache_dir=settings.cache_dir
+            )
+            prepare_source += time.perf_counter() - clock
+            clock = time.perf_counter()
+            target = _prepare_target(item, settings, backend)
+            prepare_target += time.perf_counter() - clock
+            if number == 0:
+                generator.animate(source, target)  # warm-up (lazy init, kernels): not timed
+            clock = time.perf_counter()
+            frames = np.asarray(generator.animate(source, target))
+            animate += time.perf_counter() - clock
+            frames_animated += len(frames)
+            clock = time.perf_counter()
+            frames, apex = fit_length(frames, source.apex_index, max_frames)
+            padded = np.zeros((max_frames, size, size, 3), np.uint8)
+            padded[: len(frames)] = frames
+            padded.tobytes()  # the copy a clip write makes
+            if settings.identity_quality:
+                with contextlib.suppress(Exception):
+                    _identity_distance(backend, frames[apex], target, size)
+            extra += time.perf_counter() - clock
+    finally:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+    lengths = {
+        f"{r['dataset']}/{r['subject']}/{r['clip_id']}": min(
+            max_frames, int(r["offset"]) - int(r["onset"]) + 1
+        )
+        for r in sources.to_dict("records")
+    }
+    plan_frames = sum(
+        lengths[f"{s}/{c}"] for s, c in zip(plan["source_subject"], plan["source_clip"], strict=True)
+    )
+    per_frame = animate / max(1, frames_animated)
+    per_clip = extra / len(items)
+    distinct = plan[["source_subject", "source_clip"]].drop_duplicates().shape[0]
+    preparation = (
+        prepare_source / len(items) * distinct + prepare_target / len(items) * plan["target_id"].nunique()
+    )
+    seconds = (plan_frames * per_frame + len(plan) * per_clip + preparation) / workers
+    return CostEstimate(
+        seconds, store_bytes, workers, device_kind, len(items), per_frame, per_clip, preparation
+    )
 
 
 def generate(job: GenerateJob, client=None) -> GenerateResult:  # noqa: ANN001 - distributed.Client
@@ -340,13 +580,19 @@ def generate(job: GenerateJob, client=None) -> GenerateResult:  # noqa: ANN001 -
 
     started = time.perf_counter()
     sources = read_manifest(job.manifest)
-    targets, target_manifest = load_targets(job.targets)
+    targets, target_manifest = _load_targets(job)
     info = describe_generator(job.generator, job.size)
     plan = _make_plan(job, sources, targets, info)
     summary = format_summary(plan)
     out = Path(job.out)
     if job.dry_run:
-        return GenerateResult(out, len(plan), 0, 0, [], time.perf_counter() - started, summary)
+        result = GenerateResult(out, len(plan), 0, 0, [], 0.0, summary)
+        if not plan.empty:
+            estimate = estimate_job(job, plan, info, sources, targets, target_manifest)
+            result.estimated_seconds, result.estimated_store_bytes = estimate.seconds, estimate.store_bytes
+            result.plan_summary = summary + "\n" + estimate.text()
+        result.seconds = time.perf_counter() - started
+        return result
     if plan.empty:
         raise UserError(
             f"{job.manifest}: the plan is empty; check --targets, --exclude-subjects and the caps"
@@ -372,6 +618,7 @@ def generate(job: GenerateJob, client=None) -> GenerateResult:  # noqa: ANN001 -
         done = writer.done()
         todo = np.flatnonzero(~done[indices])
         items = _items(plan.iloc[todo], indices[todo], sources, targets, target_manifest, writer.max_frames)
+        n_todo, n_done = len(todo), len(plan) - len(todo)
         settings = BatchSettings(
             store=_abs(out),
             root=_abs(job.root),
@@ -380,10 +627,10 @@ def generate(job: GenerateJob, client=None) -> GenerateResult:  # noqa: ANN001 -
             generator=_generator_spec(job.generator),
             size=int(info["size"]),
             face_backend=job.face_backend,
-            cache_dir=_abs(job.cache_dir or out.with_name(out.name + ".cache")),
+            cache_dir=_abs(default_cache_dir(job)),
             identity_quality=bool(job.identity_quality),
         )
-        failures = _run_items(job, client, settings, items, writer) if items else []
+        failures = _run_items(job, client, settings, items, n_todo, n_done, writer) if n_todo else []
         writer.update_attrs(
             {"last_run": {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "planned": len(plan)}}
         )
@@ -393,20 +640,36 @@ def generate(job: GenerateJob, client=None) -> GenerateResult:  # noqa: ANN001 -
     return GenerateResult(
         store=out,
         planned=len(plan),
-        already_done=len(plan) - len(items),
-        written=len(items) - len(failures),
+        already_done=n_done,
+        written=n_todo - len(failures),
         failures=failures,
         seconds=time.perf_counter() - started,
         plan_summary=summary,
     )
 
 
-def _batches(items: list[dict], batch_size: int) -> list[list[dict]]:
-    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+def _batches(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
-def _run_items(job: GenerateJob, client, settings: BatchSettings, items: list[dict], writer) -> list:  # noqa: ANN001
-    """Submit batches, record results as they complete (driver is the only writer of the small arrays)."""
+def _run_items(
+    job: GenerateJob,
+    client,  # noqa: ANN001 - distributed.Client or None
+    settings: BatchSettings,
+    items: Iterable[dict],
+    n_todo: int,
+    n_done: int,
+    writer,  # noqa: ANN001 - StoreWriter
+) -> list[tuple[str, str]]:
+    """Submit batches, a few per worker in flight, and record results as they complete (the driver is the only
+    writer of the small arrays). Returns (pair_id, error) of the pairs that failed."""
     from distributed import as_completed
 
     from augmenter.cluster import close_client, cluster_has_gpus, get_client
@@ -423,19 +686,35 @@ def _run_items(job: GenerateJob, client, settings: BatchSettings, items: list[di
     failures: list[tuple[str, str]] = []
     try:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-        batch_size = job.batch_size or max(1, min(16, math.ceil(len(items) / (4 * n_workers))))
+        batch_size = job.batch_size or max(1, min(16, math.ceil(n_todo / (4 * n_workers))))
         resources = {"GPU": 1} if cluster_has_gpus(client) else None
-        futures = {
-            client.submit(
+        in_flight = 4 * n_workers  # enough queued work that no worker waits on the driver
+        batches = _batches(items, batch_size)
+        futures: dict = {}
+
+        def submit_next() -> object | None:
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            future = client.submit(
                 run_batch, settings, batch, retries=job.retries, resources=resources, pure=False
-            ): batch
-            for batch in _batches(items, batch_size)
-        }
+            )
+            futures[future] = batch
+            return future
+
+        started = [f for f in (submit_next() for _ in range(in_flight)) if f is not None]
+        completed = as_completed(started)
         pending: list[dict] = []
         last_flush = time.monotonic()
-        with _progress(job.progress, len(items)) as advance, _flush_at_exit(writer, pending):
-            for future in as_completed(futures):
+        progress = StageProgress(
+            "generate", n_todo + n_done, unit="clips", enabled=job.progress, completed=n_done
+        )
+        with progress, _flush_at_exit(writer, pending):
+            for future in completed:
                 batch = futures.pop(future)
+                following = submit_next()
+                if following is not None:
+                    completed.add(following)
                 try:
                     results = future.result()
                 except Exception as exc:  # noqa: BLE001 - a lost batch (e.g. KilledWorker) fails its pairs only
@@ -448,7 +727,7 @@ def _run_items(job: GenerateJob, client, settings: BatchSettings, items: list[di
                     pending.clear()
                     last_flush = time.monotonic()
                 failures.extend((r["pair_id"], r["error"]) for r in results if r["error"])
-                advance(len(results))
+                progress.advance(len(results))
     finally:
         if own_client:
             close_client(client)
@@ -463,40 +742,3 @@ def _flush_at_exit(writer, pending: list[dict]) -> Iterator[None]:  # noqa: ANN0
     finally:
         writer.record(pending)
         pending.clear()
-
-
-class _progress:
-    """Rich progress on stderr (clips/s and ETA); a no-op when disabled."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):  # noqa: ANN204
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("generate"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self.bar.__enter__()
-        task = self.bar.add_task("generate", total=self.total, rate="")
-        start = time.perf_counter()
-
-        def advance(n: int) -> None:
-            self.bar.advance(task, n)
-            done = self.bar.tasks[0].completed
-            rate = done / max(1e-9, time.perf_counter() - start)
-            self.bar.update(task, rate=f"{rate:.2f} clips/s")
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)

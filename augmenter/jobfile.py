@@ -32,6 +32,7 @@ PATH_FIELDS: tuple[str, ...] = (
     "out",
     "scheduler_file",
     "cache_dir",
+    "target_persons",
 )
 INT_FIELDS: tuple[str, ...] = (
     "workers",
@@ -44,8 +45,9 @@ INT_FIELDS: tuple[str, ...] = (
     "max_frames",
     "batch_size",
     "retries",
+    "estimate_pairings",
 )
-BOOL_FIELDS: tuple[str, ...] = ("dry_run", "overwrite", "progress", "identity_quality")
+BOOL_FIELDS: tuple[str, ...] = ("dry_run", "overwrite", "progress", "identity_quality", "include_unlabelled")
 REQUIRED_FIELDS: tuple[str, ...] = ("manifest", "root", "generator", "targets", "out")
 JOB_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerateJob))
 

@@ -1,19 +1,21 @@
 """The Zarr v3 store of synthetic clips: pixels, AU labels, provenance and quality, one row per pairing.
 
 Layout (every per-clip array has the leading dimension `clip`):
-    clips                    uint8 (N, T_max, S, S, 3), one shard (of one chunk) per clip
+    clips                    uint8 (N, T_max, S, S, 3), one chunk (one file) per clip, uncompressed
     n_frames, apex_index     int32           valid frames (the rest is zero padding); apex among them
     au                       uint8 (N, K)    multi-hot over the `au_name` coordinate (AU1 … AU64)
     au_code, label3, emotion strings         the source clip's labels
-    pair_id, source_*, target_*, generator_*, seed   provenance (subjects as fold keys "dataset/subject")
+    pair_id, source_*, target_*, generator_*, seed   provenance (subjects as fold keys "dataset/subject",
+                             persons as the manifest's `person`; training lists ";"-joined or "training-free")
     quality_l1, quality_identity float32     self-consistency scores (NaN when not measured)
     error                    string          why a pairing failed ("" when it did not)
     done                     bool            set after the clip's pixels; the only completeness test
 
-Who writes what (DESIGN §7): a worker task writes only whole `clips` shards (one clip = one shard, so no two
-tasks share a file); every other array and the group attributes are written by the driver alone, which makes
-resume exact and avoids the attribute-write race. Metadata is consolidated at the end of a run and stripped at
-the start of the next one, so a reader never sees a stale consolidated shape.
+Who writes what (DESIGN §7): a worker task writes only whole `clips` chunks (one clip = one file, so no two
+tasks share a file; written to a temporary name and renamed, so a file is never half there); every other
+array and the group attributes are written by the driver alone, which makes resume exact and avoids the
+attribute-write race. Metadata is consolidated at the end of a run and stripped at the start of the next one,
+so a reader never sees a stale consolidated shape.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import zarr
+from zarr.codecs import BytesCodec
 
 from augmenter.au import parse_au
 from augmenter.errors import UserError
@@ -44,30 +47,44 @@ STRING_ARRAYS: tuple[str, ...] = (
     "pair_id",
     "source_dataset",
     "source_subject",
+    "source_person",
     "source_clip",
     "target_id",
     "target_subject",
+    "target_person",
     "label3",
     "emotion",
     "au_code",
     "generator_kind",
     "generator_checksum",
     "generator_training_subjects",
+    "generator_training_persons",
     "error",
 )
+# Arrays missing from a store made before persons were recorded: added (empty) when such a store is opened
+# for writing, read as empty strings by store_table.
+PERSON_ARRAYS: tuple[str, ...] = ("source_person", "target_person", "generator_training_persons")
 INT_ARRAYS: tuple[str, ...] = ("seed", "n_frames", "apex_index")
 FLOAT_ARRAYS: tuple[str, ...] = ("quality_l1", "quality_identity")
 PLAN_ARRAYS: tuple[str, ...] = (
     "pair_id",
     "source_dataset",
     "source_subject",
+    "source_person",
     "source_clip",
     "target_id",
     "target_subject",
+    "target_person",
     "label3",
     "emotion",
     "au_code",
     "seed",
+)
+GENERATOR_ARRAYS: tuple[str, ...] = (
+    "generator_kind",
+    "generator_checksum",
+    "generator_training_subjects",
+    "generator_training_persons",
 )
 RESULT_ARRAYS: tuple[str, ...] = ("n_frames", "apex_index", "quality_l1", "quality_identity", "error", "done")
 # Settings that must match for a run to add to an existing store (mixing them would mix two experiments).
@@ -226,10 +243,10 @@ def create_store(path: str | Path, *, size: int, max_frames: int, attrs: dict) -
         group.create_array(
             "clips",
             shape=(0, max_frames, size, size, 3),
-            chunks=(1, max_frames, size, size, 3),  # per-frame inner chunks cost 3× per write (measured)
-            shards=(1, max_frames, size, size, 3),
+            chunks=(1, max_frames, size, size, 3),  # one clip = one chunk file, written whole by one task
             dtype="uint8",
             fill_value=0,
+            compressors=None,  # see CLIP_CODECS_NOTE
             dimension_names=("clip", "frame", "y", "x", "channel"),
         )
         for name in STRING_ARRAYS:
@@ -264,7 +281,9 @@ def create_store(path: str | Path, *, size: int, max_frames: int, attrs: dict) -
 
 
 def _per_clip_arrays(group: zarr.Group) -> list[zarr.Array]:
-    return [group[name] for name in ("clips", *STRING_ARRAYS, *INT_ARRAYS, *FLOAT_ARRAYS, "done", "au")]
+    present = set(group.array_keys())
+    names = ("clips", *STRING_ARRAYS, *INT_ARRAYS, *FLOAT_ARRAYS, "done", "au")
+    return [group[name] for name in names if name in present]
 
 
 class StoreWriter:
@@ -290,6 +309,7 @@ class StoreWriter:
                 self.group = zarr.open_group(str(self.path), mode="r+", use_consolidated=False)
             self._check_fingerprint(attrs)
             self._repair()
+            self._add_missing_arrays()
         else:
             self.group = create_store(self.path, size=size, max_frames=max_frames, attrs=attrs)
         self.size = int(self.group.attrs["size"])
@@ -309,6 +329,14 @@ class StoreWriter:
         for array in _per_clip_arrays(self.group):
             if array.shape[0] != committed:
                 array.resize((committed, *array.shape[1:]))
+
+    def _add_missing_arrays(self) -> None:
+        """A store from before persons were recorded gets the person arrays, empty ("" = not recorded)."""
+        present = set(self.group.array_keys())
+        for name in PERSON_ARRAYS:
+            if name not in present:
+                with _quiet():
+                    _row_array(self.group, name, str, "", self.n_clips)
 
     @property
     def n_clips(self) -> int:
@@ -336,10 +364,12 @@ class StoreWriter:
             rows = slice(start, stop)
             for name in PLAN_ARRAYS:
                 column = "au" if name == "au_code" else name
+                if column not in new.columns and name in PERSON_ARRAYS:
+                    continue  # a plan from before persons: the array keeps its "" (= not recorded)
                 values = new[column].to_numpy()
                 self.group[name][rows] = values.astype("int64") if name == "seed" else values.astype(str)
-            for name in ("generator_kind", "generator_checksum", "generator_training_subjects"):
-                self.group[name][rows] = np.full(len(new), str(generator_attrs[name]))
+            for name in GENERATOR_ARRAYS:
+                self.group[name][rows] = np.full(len(new), str(generator_attrs.get(name, "")))
             self.group["au"][rows] = np.stack([au_multi_hot(code) for code in new["au"].astype(str)])
             self.group.attrs["n_clips"] = stop
             existing.update({pid: start + i for i, pid in enumerate(new["pair_id"])})
@@ -364,23 +394,86 @@ class StoreWriter:
         consolidate(self.path)
 
 
-def write_clip(path: str | Path, index: int, frames: np.ndarray) -> int:
-    """Worker side: write one clip as ONE whole shard (zero-padded to T_max); returns the frames kept.
+def _chunk_is_raw(array: zarr.Array) -> bool:
+    """True when one clip is one chunk file holding exactly the clip's bytes (no shard, no compression)."""
+    meta = array.metadata
+    return (
+        getattr(meta, "zarr_format", 2) == 3
+        and array.chunks == (1, *array.shape[1:])
+        and len(meta.codecs) == 1
+        and isinstance(meta.codecs[0], BytesCodec)
+        and array.dtype == np.uint8
+        and array.order == "C"
+    )
 
-    Never writes a part of a shard: two tasks writing parts of one shard would lose data (DESIGN §7).
+
+class ClipWriter:
+    """Worker side: writes whole clips into one store's `clips` array; opened once per worker and reused.
+
+    In a store whose chunk is one raw clip (what create_store makes) a clip is written as its chunk file
+    directly: the padded bytes go to a temporary name in the chunk's folder, then an atomic rename, so the
+    write costs what a raw file write costs and a killed writer never leaves half a clip under the chunk's
+    name. Other layouts (sharded stores from earlier versions) go through zarr, one whole shard per clip.
     """
-    with _quiet():
-        clips = zarr.open_array(str(Path(path) / "clips"), mode="r+", use_consolidated=False)
-    _, max_frames, size, _, _ = clips.shape
-    if frames.shape[1:] != (size, size, 3) or frames.dtype != np.uint8:
-        raise ValueError(
-            f"clip {index}: frames {frames.shape} {frames.dtype}, store wants (T, {size}, {size}, 3)"
-        )
-    padded = np.zeros((1, max_frames, size, size, 3), np.uint8)
-    kept = min(len(frames), max_frames)
-    padded[0, :kept] = frames[:kept]
-    clips[index : index + 1] = padded
-    return kept
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with _quiet():
+            self.array = zarr.open_array(str(self.path / "clips"), mode="r+", use_consolidated=False)
+        _, self.max_frames, self.size, _, _ = self.array.shape
+        self.raw = _chunk_is_raw(self.array)
+
+    def write(self, index: int, frames: np.ndarray) -> int:
+        """Write clip `index` (zero-padded to T_max); returns the frames kept."""
+        size = self.size
+        if frames.ndim != 4 or frames.shape[1:] != (size, size, 3) or frames.dtype != np.uint8:
+            raise ValueError(
+                f"clip {index}: frames {frames.shape} {frames.dtype}, "
+                f"store wants (T, {size}, {size}, 3) uint8"
+            )
+        if not 0 <= index < self.array.shape[0]:
+            raise ValueError(f"clip {index}: outside the store's {self.array.shape[0]} clips")
+        kept = min(len(frames), self.max_frames)
+        if not self.raw:
+            padded = np.zeros((1, self.max_frames, size, size, 3), np.uint8)
+            padded[0, :kept] = frames[:kept]
+            self.array[index : index + 1] = padded
+            return kept
+        target = self.path / "clips" / self.array.metadata.encode_chunk_key((index, 0, 0, 0, 0))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as stream:
+                stream.write(np.ascontiguousarray(frames[:kept]).data)
+                stream.write(bytes((self.max_frames - kept) * size * size * 3))
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return kept
+
+
+_CLIP_WRITERS: dict[tuple[str, int, int], ClipWriter] = {}
+
+
+def clip_writer(path: str | Path) -> ClipWriter:
+    """The worker's ClipWriter of a store; reopened when the array's metadata changed (resize, new store)."""
+    meta = os.stat(Path(path) / "clips" / "zarr.json")
+    key = (str(Path(path).resolve()), meta.st_ino, meta.st_mtime_ns)
+    writer = _CLIP_WRITERS.get(key)
+    if writer is None:
+        for old in [k for k in _CLIP_WRITERS if k[0] == key[0]]:
+            del _CLIP_WRITERS[old]
+        writer = _CLIP_WRITERS[key] = ClipWriter(path)
+    return writer
+
+
+def write_clip(path: str | Path, index: int, frames: np.ndarray) -> int:
+    """Worker side: write one clip whole (zero-padded to T_max); returns the frames kept.
+
+    Never writes a part of a chunk or shard: two tasks writing parts of one would lose data (DESIGN §7).
+    """
+    return clip_writer(path).write(index, np.asarray(frames))
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -417,7 +510,11 @@ def store_table(path: str | Path, include_pending: bool = False) -> pd.DataFrame
     group = _open_read(path)
     n = int(group.attrs.get("n_clips", 0))
     columns: dict[str, np.ndarray] = {"index": np.arange(n)}
+    present = set(group.array_keys())
     for name in (*STRING_ARRAYS, *INT_ARRAYS, *FLOAT_ARRAYS, "done"):
+        if name not in present and name in PERSON_ARRAYS:
+            columns[name] = np.full(n, "", dtype=object)  # a store from before persons were recorded
+            continue
         values = group[name][:n]
         columns[name] = values.astype(object) if name in STRING_ARRAYS else values
     au = group["au"][:n]

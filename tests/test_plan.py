@@ -17,6 +17,7 @@ from augmenter.plan import (
     load_targets,
     make_plan,
     pair_id_of,
+    read_target_persons,
     summarize_plan,
     targets_from_manifest,
 )
@@ -24,7 +25,10 @@ from augmenter.plan import (
 LABELS = {"4": ("negative", "disgust"), "12": ("positive", "happiness"), "1+2": ("surprise", "surprise")}
 
 
-def manifest(subjects: int, clips_per_subject: int, dataset: str = "casme2") -> pd.DataFrame:
+def manifest(
+    subjects: int, clips_per_subject: int, dataset: str = "casme2", persons: dict[int, str] | None = None
+) -> pd.DataFrame:
+    """A small manifest; `persons` says which subjects are whom (default: each subject its own person)."""
     rows = []
     aus = list(LABELS)
     for s in range(1, subjects + 1):
@@ -35,6 +39,7 @@ def manifest(subjects: int, clips_per_subject: int, dataset: str = "casme2") -> 
                 {
                     "dataset": dataset,
                     "subject": str(s),
+                    "person": (persons or {}).get(s, ""),
                     "clip_id": f"EP0{c}_01",
                     "frames_dir": f"sub{s:02d}/EP0{c}_01",
                     "frame_pattern": "img*.jpg",
@@ -135,3 +140,56 @@ def test_folder_targets_and_summary(tmp_path: Path) -> None:
     assert len(load_targets(tmp_path / "m.csv")[0]) == 2
     with pytest.raises(UserError, match="neither"):
         load_targets(tmp_path / "missing")
+
+
+def test_one_person_under_two_subjects_is_never_paired_with_itself() -> None:
+    sources = manifest(4, 2, persons={1: "ann", 3: "ann"})  # subject 3 is subject 1 recorded again
+    plan = make_plan(sources, targets_from_manifest(sources), generator_checksum="g")
+    assert (plan["source_person"] != plan["target_person"]).all()
+    pairs = set(zip(plan["source_subject"], plan["target_subject"], strict=True))
+    assert ("casme2/1", "casme2/3") not in pairs and ("casme2/3", "casme2/1") not in pairs
+    assert ("casme2/1", "casme2/2") in pairs
+    assert len(plan) == 2 * 4 + 2 * 4 + 2 * 6 + 2 * 6  # ann's 4 clips see 2 persons' clips; others see 3
+    assert set(plan["source_person"]) == {"ann", "casme2/2", "casme2/4"}
+
+
+def test_folder_target_persons_file_maps_photos_to_manifest_persons(tmp_path: Path) -> None:
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for name in ("anna", "bob", "cleo"):
+        assert cv2.imwrite(str(folder / f"{name}.png"), np.zeros((8, 8, 3), np.uint8))
+    persons = tmp_path / "persons.csv"
+    persons.write_text(f"target,person\nanna,casme2/1\n{folder / 'bob.png'},casme2/2\n")
+    assert read_target_persons(persons) == {"anna": "casme2/1", str(folder / "bob.png"): "casme2/2"}
+    targets, _ = load_targets(folder, persons)
+    assert list(targets["target_person"]) == ["casme2/1", "casme2/2", "folder/cleo"]
+    plan = make_plan(manifest(3, 1), targets, generator_checksum="g")
+    pairs = set(zip(plan["source_person"], plan["target_id"], strict=True))
+    assert ("casme2/1", "folder/anna") not in pairs and ("casme2/2", "folder/bob") not in pairs
+    assert ("casme2/1", "folder/bob") in pairs and ("casme2/1", "folder/cleo") in pairs
+    assert len(plan) == 3 * 3 - 2
+    persons.write_text("target,person\ndora,casme2/1\n")
+    with pytest.raises(UserError, match="not in .*faces.*'dora'"):
+        load_targets(folder, persons)
+    persons.write_text("image,who\nanna,x\n")
+    with pytest.raises(UserError, match="target,person"):
+        load_targets(folder, persons)
+    write_manifest(manifest(2, 1), tmp_path / "m.csv")
+    with pytest.raises(UserError, match="folder of images"):
+        load_targets(tmp_path / "m.csv", persons)
+
+
+def test_sources_without_a_label_are_left_out_unless_asked() -> None:
+    sources = manifest(3, 2)
+    sources.loc[0, "label3"] = ""  # e.g. CASME II "others": not in the 3-class protocol
+    targets = targets_from_manifest(sources)
+    plan = make_plan(sources, targets, generator_checksum="g")
+    assert len(plan) == 5 * 4 and (plan["label3"] != "").all()
+    assert plan.attrs["unlabelled_sources"] == 1
+    assert "left out: 1 source clips without a 3-class label" in format_summary(plan)
+    everything = make_plan(sources, targets, generator_checksum="g", include_unlabelled=True)
+    assert len(everything) == 6 * 4 and set(plan["pair_id"]) < set(everything["pair_id"])
+    balanced = make_plan(
+        sources, targets, generator_checksum="g", strategy="balanced", per_class=50, include_unlabelled=True
+    )
+    assert (balanced["label3"] != "").all()  # balanced counts per class: an unlabelled clip has none

@@ -46,9 +46,11 @@ def plan_rows(n: int, start: int = 0) -> pd.DataFrame:
             "pair_id": [f"p{i:04d}" for i in range(start, start + n)],
             "source_dataset": "casme2",
             "source_subject": [f"casme2/{i % 3 + 1}" for i in range(start, start + n)],
+            "source_person": [f"person-{i % 3 + 1}" for i in range(start, start + n)],
             "source_clip": [f"EP{i:02d}" for i in range(start, start + n)],
             "target_id": "folder/anna",
             "target_subject": "folder/anna",
+            "target_person": "folder/anna",
             "label3": [labels[i % 3] for i in range(start, start + n)],
             "au": ["4+7", "L12", "1+2+R5"][:1] * n,
             "emotion": "disgust",
@@ -171,3 +173,67 @@ def test_lock_refuses_live_job_and_takes_over_stale_one(tmp_path: Path) -> None:
     lock.path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "create_time": 0}))
     with pytest.raises(UserError, match="elsewhere"):
         StoreLock(store).acquire()  # another host's job is never broken automatically
+
+
+def test_persons_provenance_and_a_store_from_before_persons(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    trained = GENERATOR | {"generator_training_persons": "person-1;person-2"}
+    writer = StoreWriter(path, size=SIZE, max_frames=T_MAX, attrs=ATTRS)
+    writer.append(plan_rows(3), trained)
+    writer.record([result(i, 4) for i in range(3)])
+    writer.finish()
+    table = store_table(path)
+    assert list(table["source_person"]) == ["person-1", "person-2", "person-3"]
+    assert set(table["target_person"]) == {"folder/anna"}
+    assert set(table["generator_training_persons"]) == {"person-1;person-2"}
+
+    old = tmp_path / "old.zarr"
+    writer = StoreWriter(old, size=SIZE, max_frames=T_MAX, attrs=ATTRS)
+    writer.append(plan_rows(2), GENERATOR)
+    writer.record([result(i, 4) for i in range(2)])
+    group = zarr.open_group(str(old), mode="r+", use_consolidated=False)
+    for name in ("source_person", "target_person", "generator_training_persons"):
+        del group[name]  # what a store made before persons were recorded looks like
+    legacy = store_table(old)
+    assert len(legacy) == 2 and set(legacy["source_person"]) == {""}
+    grown = StoreWriter(old, size=SIZE, max_frames=T_MAX, attrs=ATTRS)  # opening adds the arrays
+    grown.append(plan_rows(3), trained)
+    table = store_table(old, include_pending=True)
+    assert list(table["source_person"]) == ["", "", "person-3"]
+    assert list(table["generator_training_persons"]) == ["", "", "person-1;person-2"]
+
+
+def test_clip_chunk_is_one_raw_file_written_by_rename(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    writer = StoreWriter(path, size=SIZE, max_frames=T_MAX, attrs=ATTRS)
+    writer.append(plan_rows(2), GENERATOR)
+    frames = clip(1, 4)
+    assert write_clip(path, 1, frames) == 4
+    chunk = path / "clips" / "c" / "1" / "0" / "0" / "0" / "0"
+    raw = np.frombuffer(chunk.read_bytes(), np.uint8).reshape(T_MAX, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(raw[:4], frames)  # the file is the padded clip's bytes, nothing else
+    assert not raw[4:].any() and not list(chunk.parent.glob(".*.tmp"))
+    np.testing.assert_array_equal(zarr.open_array(str(path / "clips"))[1, :4], frames)
+    # a longer clip is cut to T_max; a wrong shape or an index outside the store is refused
+    assert write_clip(path, 0, clip(0, T_MAX + 3)) == T_MAX
+    with pytest.raises(ValueError, match="store wants"):
+        write_clip(path, 0, clip(0, 3)[:, :8])
+    with pytest.raises(ValueError, match="outside"):
+        write_clip(path, 2, frames)
+    # after a resize (the driver appended) the worker's cached writer sees the new clips
+    writer.append(plan_rows(3), GENERATOR)
+    assert write_clip(path, 2, frames) == 4
+
+
+def test_sharded_store_of_an_earlier_version_still_takes_whole_clips(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    writer = StoreWriter(path, size=SIZE, max_frames=T_MAX, attrs=ATTRS)
+    writer.append(plan_rows(2), GENERATOR)
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    del group["clips"]
+    group.create_array("clips", shape=(2, T_MAX, SIZE, SIZE, 3), chunks=(1, T_MAX, SIZE, SIZE, 3),
+                       shards=(1, T_MAX, SIZE, SIZE, 3), dtype="uint8", fill_value=0)  # fmt: skip
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda i: write_clip(path, i, clip(i, 5)), range(2)))
+    for i in range(2):
+        np.testing.assert_array_equal(zarr.open_array(str(path / "clips"))[i, :5], clip(i, 5))

@@ -7,6 +7,10 @@ from typing import Protocol
 
 import numpy as np
 
+# What a training-free generator (landmark-tps, copy-onset, demo-oracle) records as its training subjects and
+# persons in a store: it saw nobody, which is not the same as an empty list (= unknown, refused when strict).
+TRAINING_FREE = "training-free"
+
 
 @dataclass(frozen=True)
 class PreparedClip:
@@ -36,13 +40,19 @@ class TargetFace:
 class ClipGenerator(Protocol):
     """Moves a target face with the motion of a source clip.
 
-    kind: "fp-fomm" | "landmark-tps"; checksum: sha256 of the checkpoint (or of the settings for training-free
-    generators); training_subjects: "dataset/subject" ids the weights saw, so a LOSO fold can refuse them.
+    kind: "fp-fomm" | "fomm" | "landmark-tps" | "copy-onset" | …; checksum: sha256 of the checkpoint (or of
+    the settings for training-free generators); training_subjects: "dataset/subject" fold keys the weights saw
+    and training_persons: the persons they saw, so a fold can refuse them (empty on a learned generator means
+    unknown); training_free: True when nothing was learned from data (both lists empty, meaning "nobody").
+    A generator may also offer `animate_many(sources, target) -> list[np.ndarray]`, the clips of several
+    sources on one target with the target encoded once; `generate` calls it for pairings sharing a target.
     """
 
     kind: str
     checksum: str
     training_subjects: tuple[str, ...]
+    training_persons: tuple[str, ...]
+    training_free: bool
     size: int
 
     def animate(self, source: PreparedClip, target: TargetFace) -> np.ndarray:

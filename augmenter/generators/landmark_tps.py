@@ -65,6 +65,8 @@ class LandmarkTPSGenerator:
 
     kind = KIND
     training_subjects: tuple[str, ...] = ()
+    training_persons: tuple[str, ...] = ()
+    training_free = True
 
     def __init__(
         self,
