@@ -24,10 +24,12 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "onset",
     "apex",
     "offset",
-    "apex_estimated",  # True when the dataset gives no apex and the middle frame stands in (SMIC)
+    "apex_estimated",  # True when the middle frame stands in for a missing or impossible apex (SMIC: always)
+    "timing_repaired",  # True when the sheet's onset/apex/offset contradicted itself and was repaired by rule
     "fps",
     "n_frames",
     "au",  # canonical AU string, e.g. "1+2+L4"; empty when the dataset has none
+    "au_notes",  # what the AU cell says besides FACS codes (descriptors, unreadable tokens), ";"-joined
     "emotion",  # the dataset's own word
     "label3",  # negative | positive | surprise | "" (not in the 3-class protocol)
 )
@@ -41,26 +43,51 @@ _STRING_COLUMNS = (
     "frames_dir",
     "frame_pattern",
     "au",
+    "au_notes",
     "emotion",
     "label3",
 )
+# Columns added after the first manifests were written, with the value an old manifest means.
+_LATER_COLUMNS: dict[str, object] = {"timing_repaired": False, "au_notes": ""}
 _INT_COLUMNS = ("onset", "apex", "offset", "n_frames")
 _FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad annotation row (or file), kept so a whole sheet is reported in one pass."""
+    """One bad annotation row (or file), kept so a whole sheet is reported in one pass.
+
+    `reason` is "kind: detail" (what the sheet says); `outcome` what the build did with the row ("kept
+    with ...", "row dropped"), so a build that writes nothing (--strict) can report the reason alone. A
+    `repair` is a documented rule applied to a row that is then kept and flagged in the manifest (estimated
+    apex, repaired timing); anything else is an error. `original` holds the sheet's cells a repair changed.
+    """
 
     file: str
     row: int | None  # 1-based row in the source sheet (header = row 1 for spreadsheets); None = whole file
     clip: str
     reason: str
+    outcome: str = ""
+    repair: bool = False
+    original: str = ""
+
+    @property
+    def kind(self) -> str:
+        """The stable part of the reason ("apex missing", "frames missing", ...)."""
+        return self.reason.split(": ", 1)[0]
+
+    @property
+    def severity(self) -> str:
+        return "repair" if self.repair else "error"
+
+    def where(self) -> str:
+        """Where to look: FILE row N (CLIP)."""
+        place = f"{self.file}" + (f" row {self.row}" if self.row is not None else "")
+        return place + (f" ({self.clip})" if self.clip else "")
 
     def __str__(self) -> str:
-        where = f"{self.file}" + (f" row {self.row}" if self.row is not None else "")
-        clip = f" ({self.clip})" if self.clip else ""
-        return f"{where}{clip}: {self.reason}"
+        outcome = f"; {self.outcome}" if self.outcome else ""
+        return f"{self.where()}: {self.reason}{outcome}"
 
 
 def clip_key(row: pd.Series | dict) -> str:
@@ -144,6 +171,7 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if "person" not in frame.columns:
         frame = with_persons(frame)
+    frame = _with_later_columns(frame)
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"manifest frame lacks columns {missing}")
@@ -168,6 +196,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         ) from None
     if "person" not in frame.columns:
         frame = with_persons(frame)  # a manifest from before persons: every subject is its own person
+    frame = _with_later_columns(frame)
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(
@@ -179,7 +208,20 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     for column in _INT_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="raise").astype("int64")
     frame["fps"] = pd.to_numeric(frame["fps"]).astype("float64")
-    frame["apex_estimated"] = frame["apex_estimated"].astype(str).str.lower().isin(["true", "1"])
+    for column in ("apex_estimated", "timing_repaired"):
+        frame[column] = frame[column].astype(str).str.lower().isin(["true", "1"])
+    extra = [c for c in frame.columns if c not in MANIFEST_COLUMNS]
+    return frame[list(MANIFEST_COLUMNS) + extra]
+
+
+def _with_later_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill the columns newer than a manifest (or a caller's frame) with the value their absence means."""
+    absent = {c: v for c, v in _LATER_COLUMNS.items() if c not in frame.columns or frame[c].isna().all()}
+    if not absent:
+        return frame
+    frame = frame.copy()
+    for column, value in absent.items():
+        frame[column] = value
     return frame
 
 

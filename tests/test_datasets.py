@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 
 import openpyxl
+import pandas as pd
 import pytest
 
 from augmenter.au import parse_au
 from augmenter.datasets import (
+    PROBLEM_COLUMNS,
     build_manifest,
     build_manifest_file,
     check_manifest,
@@ -162,8 +164,31 @@ def test_gt_file_and_id_forms() -> None:
 _SAMM_NEGATIVE = ("Anger", "Contempt", "Disgust", "Fear", "Sadness")
 
 
+# AU cells of the real SAMM sheet that an earlier grammar lost, each with its canonical AU and its notes.
+SAMM_AU_QUIRKS: dict[str, tuple[str, str]] = {
+    "T18": ("T18", ""),
+    "B18+T23": ("B18+T23", ""),
+    "T23": ("T23", ""),
+    "B23": ("B23", ""),
+    "B28": ("B28", ""),
+    "T24+T28": ("T24+T28", ""),
+    "A/L12": ("(L12/A12)", ""),
+    "10A/B": ("(10A/10B)", ""),
+    "4(B/C)": ("(4B/4C)", ""),
+    "R4,5": ("R4+5", ""),
+    "4,17,18": ("4+17+18", ""),
+    "10or11": ("(10/11)", ""),
+    "soft focus": ("", "soft focus"),
+    "12+glare": ("12", "glare"),
+    "NULL": ("", ""),
+}
+# The official sheet's two timing typos, both in the MEGC 2019 composite (onset, apex, offset as written).
+SAMM_TYPOS: dict[str, tuple[int, int, int]] = {"028_4_1": (1083, 1143, 1134), "032_3_1": (4896, 1930, 1963)}
+
+
 def write_samm_sheet(path: Path) -> tuple[Path, int]:
-    """An official-format SAMM sheet: 13 preamble rows, the header, 159 clips (the GT's 133 + 26 "Other")."""
+    """An official-format SAMM sheet: 13 preamble rows, the header, 159 clips (the GT's 133 + 26 "Other"),
+    with the official file's two timing typos and the AU forms of its key."""
     gt = read_gt(GT, "samm")
     rows: list[list[object]] = [["SAMM Micro-Movement FACS codes"], ["Please cite ..."], []]
     rows += [
@@ -178,44 +203,50 @@ def write_samm_sheet(path: Path) -> tuple[Path, int]:
         )  # Excel int 6 and text "006" both seen
         emotion = emotion_of[row.label3][index % len(emotion_of[row.label3])]
         onset = 1000 + index
+        timing = SAMM_TYPOS.get(row.filename, (onset, onset + 20, onset + 60))
         rows.append(
-            [
-                subject,
-                row.filename,
-                1,
-                onset,
-                onset + 20,
-                onset + 60,
-                61,
-                "Micro - 1/2",
-                "R12+A2",
-                emotion,
-                1,
-                "",
-            ]
-        )
+            [subject, row.filename, 1, *timing, 61, "Micro - 1/2", "R12+A2", emotion, 1, ""]
+        )  # fmt: skip
     subjects = sorted({row.subject for row in gt})
+    quirks = list(SAMM_AU_QUIRKS)
     for extra in range(159 - len(gt)):
         subject = subjects[extra % len(subjects)].zfill(3)
-        rows.append(
-            [subject, f"{subject}_9_{extra}", 2, 10, 20, 40, 31, "Micro - 1/2", "4/7", "Other", 7, ""]
-        )
+        au = quirks[extra] if extra < len(quirks) else "4/7"
+        rows.append([subject, f"{subject}_9_{extra}", 2, 10, 20, 40, 31, "Micro - 1/2", au, "Other", 7, ""])
     return write_xlsx(path, rows), len(gt)
 
 
 def test_samm_official_format_sheet(tmp_path: Path) -> None:
     sheet, gt_count = write_samm_sheet(tmp_path / "SAMM_Micro_FACS_Codes_v2.xlsx")
     build = build_manifest("samm", sheet, None)
-    assert len(build.frame) == 159 and build.problems == []
+    assert len(build.frame) == 159 and build.errors == []  # every row kept; only documented repairs
     assert set(build.frame["subject"].str.len()) == {3}
     row = build.frame[build.frame["clip_id"] == "006_1_2"].iloc[0]
     assert row["subject"] == "006" and row["frames_dir"] == "SAMM/006/006_1_2" and row["fps"] == 200.0
-    assert row["au"] == "A2+R12"
+    assert row["au"] == "A2+R12" and row["person"] == "samm/006"
     assert (build.frame["emotion"] == "Other").sum() == 26
+    # the two timing typos: kept, flagged, the sheet's values in the problem
+    repaired = build.frame[build.frame["timing_repaired"]].set_index("clip_id")
+    assert sorted(repaired.index) == sorted(SAMM_TYPOS)
+    assert repaired.loc["028_4_1", ["onset", "apex", "offset"]].tolist() == [1083, 1108, 1134]
+    assert [(p.clip, p.kind, p.repair) for p in build.problems] == [
+        ("028_4_1", "apex outside onset..offset", True),
+        ("032_3_1", "onset after offset", True),
+    ]
+    assert build.problems[0].original == "onset '1083', apex '1143', offset '1134'"
+    # no AU token lost: every quirk cell reads to its canonical codes, descriptors kept as notes
+    by_clip = build.frame.set_index("clip_id")
+    for extra, (au, notes) in enumerate(SAMM_AU_QUIRKS.values()):
+        clip = build.frame[build.frame["clip_id"].str.endswith(f"_9_{extra}")].iloc[0]
+        assert (clip["au"], clip["au_notes"]) == (au, notes), clip["clip_id"]
+    assert by_clip["au"].ne("").sum() == 159 - 2  # only "soft focus" and "NULL" code no AU
 
     protocol = build_manifest("samm", sheet, None, protocol="megc2019", gt=GT)
     assert gt_count == 133 and (protocol.gt_rows, protocol.gt_matched) == (133, 133)
     assert protocol.class_counts() == {"negative": 92, "positive": 26, "surprise": 15, "": 0}
+    assert protocol.frame["timing_repaired"].sum() == 2
+    strict = build_manifest("samm", sheet, None, protocol="megc2019", gt=GT, strict=True)
+    assert strict.frame.equals(protocol.frame)  # repairs are not errors under --strict
 
 
 def test_samm_frames_and_missing_offset_from_disk(tmp_path: Path) -> None:
@@ -232,10 +263,14 @@ def test_samm_frames_and_missing_offset_from_disk(tmp_path: Path) -> None:
     assert list(build.frame["clip_id"]) == ["006_1_2"]
     row = build.frame.iloc[0]
     assert (row["frames_dir"], row["offset"], row["n_frames"]) == ("006/006_1_2", 5580, 19)
-    assert reasons(build)[0].startswith(
-        "offset missing: cell '?'; kept with the clip's last frame on disk, 5580"
-    )
-    assert reasons(build)[1] == "offset missing: cell '-1'; row dropped"
+    assert row["timing_repaired"] and not row["apex_estimated"]
+    first, second, third = build.problems
+    assert first.repair and first.reason == "offset missing: cell '?'; offset = last frame on disk 5580"
+    assert first.outcome == "kept with onset 5562, apex 5570, offset 5580 (timing_repaired=True)"
+    assert first.original == "onset '5562', apex '5570', offset '?'"
+    # no frames on disk: the timing is estimated from the sheet's typical length, then check-frames drops it
+    assert second.repair and second.reason.startswith("offset missing: cell '-1'; offset = onset + ")
+    assert not third.repair and third.kind == "frames missing" and third.outcome == "row dropped"
     assert [n for n, _ in clip_frames(row, root)][:2] == [5562, 5563]
 
 
@@ -243,69 +278,140 @@ def test_samm_frames_and_missing_offset_from_disk(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("row", "kind", "detail", "kept"),
+    ("row", "kind", "detail", "outcome", "repair"),
     [
         (
             casme2_row(1, "EP01", 10, "/", 30, "4", "disgust"),
             "apex missing",
-            "cell '/'; kept with the middle frame 20",
+            "cell '/'",
+            "kept with the middle frame 20 as apex (apex_estimated=True)",
             True,
         ),
-        (casme2_row(1, "EP01", 10, None, 30, "4", "disgust"), "apex missing", "cell ''", True),
-        (casme2_row(1, "EP01", 10, -1, 30, "4", "disgust"), "apex missing", "cell '-1'", True),
+        (casme2_row(1, "EP01", 10, None, 30, "4", "disgust"), "apex missing", "cell ''", "kept", True),
+        (casme2_row(1, "EP01", 10, -1, 30, "4", "disgust"), "apex missing", "cell '-1'", "kept", True),
         (
+            # the good row's length (4) is the sheet's typical length: offset = 40 + 4, apex = the middle
             casme2_row(1, "EP01", 40, 45, 30, "4", "disgust"),
             "onset after offset",
-            "onset 40 > offset 30; row dropped",
-            False,
+            "onset 40 > offset 30; offset = onset + 4 (the sheet's typical length); "
+            "apex outside onset..offset: apex 45 not in 40..44; apex = middle frame 42",
+            "kept with onset 40, apex 42, offset 44 (timing_repaired=True, apex_estimated=True)",
+            True,
         ),
         (
             casme2_row(1, "EP01", 10, 35, 30, "4", "disgust"),
             "apex outside onset..offset",
-            "apex 35 not in 10..30",
-            False,
-        ),
-        (casme2_row(1, "EP01", "/", 20, 30, "4", "disgust"), "onset missing", "cell '/'; row dropped", False),
-        (
-            casme2_row(1, "EP01", 10, 20, "x", "4", "disgust"),
-            "offset missing",
-            "cell 'x' is not a frame number; row dropped",
-            False,
-        ),
-        (
-            casme2_row(1, "EP01", 10, 20, 30, "4", "grumpy"),
-            "unknown emotion",
-            "'grumpy'; kept with label3 ''",
+            "apex 35 not in 10..30; apex = middle frame 20 (apex_estimated)",
+            "kept with onset 10, apex 20, offset 30 (timing_repaired=True, apex_estimated=True)",
             True,
         ),
+        (
+            casme2_row(1, "EP01", "/", 20, 30, "4", "disgust"),
+            "onset missing",
+            "cell '/'; onset = offset − 4",
+            "kept with onset 26, apex 28, offset 30",
+            True,
+        ),
+        (
+            casme2_row(1, "EP01", 10, 12, 0, "4", "disgust"),  # CAS(ME)^3's offset 0
+            "offset missing",
+            "cell '0' is not a frame number; offset = onset + 4",
+            "kept with onset 10, apex 12, offset 14 (timing_repaired=True)",
+            True,
+        ),
+        (
+            casme2_row(1, "EP01", "/", None, "x", "4", "disgust"),
+            "onset missing",
+            "cell '/', and no apex, offset or frames on disk to place the clip",
+            "row dropped (pass --root",
+            False,
+        ),
+        (casme2_row(1, "EP01", 10, 20, 30, "4", "grumpy"), "unknown emotion", "'grumpy'", "kept", False),
         (
             casme2_row(1, "EP01", 10, 20, 30, "4+zz", "disgust"),
             "unreadable AU",
             "unreadable AU term 'ZZ'",
-            True,
+            "kept AU '4', au_notes 'ZZ'",
+            False,
         ),
         (
             casme2_row("abc", "EP01", 10, 20, 30, "4", "disgust"),
             "bad subject",
             "'abc' is not a subject number",
+            "row dropped",
             False,
         ),
-        (casme2_row(1, None, 10, 20, 30, "4", "disgust"), "missing filename", "empty Filename cell", False),
+        (
+            casme2_row(1, None, 10, 20, 30, "4", "disgust"),
+            "missing filename",
+            "empty Filename",
+            "row dropped",
+            False,
+        ),
     ],
 )
 def test_each_problem_kind_is_reported_with_its_row(
-    tmp_path: Path, row: list[object], kind: str, detail: str, kept: bool
+    tmp_path: Path, row: list[object], kind: str, detail: str, outcome: str, repair: bool
 ) -> None:
-    good = casme2_row(2, "EP02", 1, 5, 9, "12", "happiness")
+    good = casme2_row(2, "EP02", 1, 5, 5, "12", "happiness")
     sheet = write_xlsx(tmp_path / "casme2.xlsx", [CASME2_HEADER, good, row])
     build = build_manifest("casme2", sheet, None)
     assert len(build.problems) == 1
     problem = build.problems[0]
     assert problem.row == 3 and problem.reason.startswith(f"{kind}: ") and detail in problem.reason
+    assert problem.outcome.startswith(outcome) and problem.repair == repair
     assert str(problem).startswith(f"{sheet} row 3")
+    kept = not problem.outcome.startswith("row dropped")
     assert len(build.frame) == (2 if kept else 1)
-    with pytest.raises(UserError, match=f"row 3.*{kind}.*--strict"):
-        build_manifest("casme2", sheet, None, strict=True)
+    if kept and kind not in ("apex missing", "unknown emotion", "unreadable AU"):
+        assert build.frame.iloc[1]["timing_repaired"]  # every timing repair is flagged in the manifest
+    if repair:  # a documented repair is not an error: --strict builds the same manifest
+        assert build_manifest("casme2", sheet, None, strict=True).frame.equals(build.frame)
+    else:  # an error stops --strict, and the message never says what would have been kept
+        with pytest.raises(
+            UserError, match=f"row 3.*{kind}.*--strict: stopped at the first of 1 error"
+        ) as info:
+            build_manifest("casme2", sheet, None, strict=True)
+        assert "kept" not in str(info.value) and "nothing written" in str(info.value)
+
+
+def test_timing_repairs_use_the_frames_on_disk(tmp_path: Path) -> None:
+    """With --root the clip's frames decide: an apex frame that exists moves the bound it crosses; a bound
+    that is not on disk becomes the first/last frame there."""
+    sheet = write_xlsx(
+        tmp_path / "c.xlsx",
+        [
+            CASME2_HEADER,
+            casme2_row(1, "EP01", 1080, 1143, 1134, "4", "disgust"),  # apex after offset, apex frame on disk
+            casme2_row(1, "EP02", 4896, 1930, 1990, "4", "disgust"),  # onset typo: not on disk
+            casme2_row(1, "EP03", 10, 12, 0, "4", "disgust"),  # offset 0
+        ],
+    )
+    root = tmp_path / "root"
+    for clip, numbers in (("EP01", range(1080, 1151)), ("EP02", range(1890, 1991)), ("EP03", range(10, 31))):
+        folder = root / "CASME2_RAW_selected" / "sub01" / clip
+        folder.mkdir(parents=True)
+        for number in numbers:
+            (folder / f"img{number}.jpg").write_bytes(b"x")
+    build = build_manifest("casme2", sheet, root, check_frames=True)
+    timing = build.frame[["clip_id", "onset", "apex", "offset", "apex_estimated", "timing_repaired"]]
+    assert timing.values.tolist() == [
+        ["EP01", 1080, 1143, 1150, False, True],
+        ["EP02", 1890, 1930, 1990, False, True],
+        ["EP03", 10, 12, 30, False, True],
+    ]
+    assert [p.kind for p in build.problems] == [
+        "apex outside onset..offset",
+        "onset after offset",
+        "offset missing",
+    ]
+    assert all(p.repair for p in build.problems)
+    assert "the apex frame is on disk: offset = last frame on disk 1150" in build.problems[0].reason
+    assert (
+        "onset is not on disk: onset, offset = first, last frame on disk 1890, 1990"
+        in build.problems[1].reason
+    )
+    assert build.problems[1].original == "onset '4896', apex '1930', offset '1990'"
 
 
 def test_duplicate_clip_is_reported(tmp_path: Path) -> None:
@@ -313,7 +419,9 @@ def test_duplicate_clip_is_reported(tmp_path: Path) -> None:
     sheet = write_xlsx(tmp_path / "dup.xlsx", [CASME2_HEADER, row, row])
     build = build_manifest("casme2", sheet, None)
     assert len(build.frame) == 1
-    assert reasons(build) == ["duplicate clip: same subject and clip as row 2; dropped"]
+    assert [str(p).split(": ", 1)[1] for p in build.problems] == [
+        "duplicate clip: same subject and clip as row 2; row dropped"
+    ]
 
 
 def test_casme2_frames_on_disk_variant_and_missing(tmp_path: Path) -> None:
@@ -340,13 +448,18 @@ def test_casme2_frames_on_disk_variant_and_missing(tmp_path: Path) -> None:
     assert build.frame.iloc[0]["frames_dir"] == "Cropped/sub01/EP02_01f"
     assert build.frame.iloc[0]["frame_pattern"] == "reg_img*.jpg" and build.frame.iloc[1]["n_frames"] == 4
     assert build.problems_by_reason() == {"frames missing": 2}
-    assert "no folder" in reasons(build)[0] and "sub01/EP03_02; row dropped" in reasons(build)[0]
-    assert "4 of 11 frames 10..20" in reasons(build)[1]
+    assert "no folder" in reasons(build)[0] and str(build.problems[0]).endswith("sub01/EP03_02; row dropped")
+    assert reasons(build)[1].startswith(
+        "frames missing: 7 of 11 frames missing (10..20): reg_img13.jpg, reg_img14.jpg, reg_img15.jpg, "
+        "reg_img16.jpg, reg_img17.jpg and 2 more in "
+    )
+    assert build.problems[1].outcome == "kept with the 4 frames on disk" and not build.problems[1].repair
     # the manifest check sees the same gaps from a written manifest
     out = tmp_path / "m.csv"
     build_manifest_file("casme2", sheet, root, out)
     frame, problems = check_manifest(out, root)
     assert len(frame) == 3 and len(problems) == 2
+    assert all(p.outcome == "" for p in problems)  # a check writes nothing, so it says nothing was kept
 
 
 def test_demo_style_sheet_with_extra_columns_reads_unchanged(tmp_path: Path) -> None:
@@ -368,8 +481,8 @@ def test_demo_style_sheet_with_extra_columns_reads_unchanged(tmp_path: Path) -> 
     [
         ("empty.xlsx", b"", "the file is empty"),
         ("notexcel.xlsx", b"this is not a zip", "not a readable .xlsx workbook"),
-        ("picture.png", b"\x89PNG\r\n", "not a spreadsheet (.xlsx) or CSV file"),
-        ("old.xls", b"\xd0\xcf\x11\xe0", "save it as .xlsx"),
+        ("picture.png", b"\x89PNG\r\n", "not a spreadsheet (.xlsx, .xls) or CSV file"),
+        ("old.xls", b"\xd0\xcf\x11\xe0", "not a readable .xls workbook"),
     ],
 )
 def test_unreadable_files_are_one_line_user_errors(
@@ -485,7 +598,9 @@ def test_casme3_repeated_filenames_get_unique_clip_ids(tmp_path: Path) -> None:
     assert list(build.frame["clip_id"]) == ["b_175"]
     assert build.frame.iloc[0]["frames_dir"] == "part_A/spNO.1/b/color" and build.frame.iloc[0]["fps"] == 30.0
     assert build.frame.iloc[0]["label3"] == "positive"
-    assert reasons(build) == [f"frames missing: no '*.jpg' frames 300..312 in {color}; row dropped"]
+    assert [str(p).split(": ", 1)[1] for p in build.problems] == [
+        f"frames missing: no '*.jpg' frames 300..312 in {color}; row dropped"
+    ]
     assert list(build_manifest("casme3", sheet, None).frame["clip_id"]) == ["b_175", "b_300"]
 
 
@@ -511,6 +626,164 @@ def test_mmew_sheet(tmp_path: Path) -> None:
     assert row["subject"] == "S01" and row["fps"] == 90.0
 
 
+def test_mmew_suffix_laterality(tmp_path: Path) -> None:
+    header = [
+        "Subject",
+        "Filename",
+        "OnsetFrame",
+        "ApexFrame",
+        "OffsetFrame",
+        "Action Units",
+        "Estimated Emotion",
+    ]
+    rows = [header] + [
+        ["S02", f"S02-01-00{i}", 1, 9, 20, au, "disgust"] for i, au in enumerate(["12L", "4R+10R", "L12"])
+    ]
+    build = build_manifest("mmew", write_xlsx(tmp_path / "MMEW_Micro_Exp.xlsx", rows), None)
+    assert build.problems == [] and list(build.frame["au"]) == ["L12", "R4+R10", "L12"]
+
+
+CASME3_HEADER = ["Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Objective class", "emotion"]
+# Rows as the v2 JpgIndex sheet stores them (every cell text) with the official file's kinds of typo.
+CASME3_ROWS = [
+    ["spNO.1", "a", "100", "110", "130", "4+L10", "1", "disgust"],
+    ["spNO.1", "b", "175", "180", "0", "12R", "2", "happy"],  # offset 0
+    ["spNO.2", "a", "40", "70", "60", "T23", "3", "anger"],  # apex outside onset..offset
+    ["spNO.2", "c", "500", "506", "520", "1+2", "4", "surprise"],
+]
+
+
+def _check_casme3(build) -> None:
+    frame = build.frame.set_index("clip_id")
+    assert len(frame) == 4 and build.errors == []
+    # offset 0 → onset + the sheet's typical length, the median of its consistent rows' 30 and 20 frames
+    assert frame.loc["b_175", ["offset", "timing_repaired"]].tolist() == [175 + 25, True]
+    assert frame.loc["a_40", ["apex", "apex_estimated", "timing_repaired"]].tolist() == [50, True, True]
+    assert frame.loc["a_40", "au"] == "T23" and frame.loc["b_175", "au"] == "R12"
+    assert list(frame["label3"]) == ["negative", "positive", "negative", "surprise"]
+
+
+def test_casme3_v2_text_cells_and_repairs(tmp_path: Path) -> None:
+    sheet = write_xlsx(tmp_path / "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx", [CASME3_HEADER, *CASME3_ROWS])
+    build = build_manifest("casme3", sheet, None)
+    _check_casme3(build)
+    assert [p.kind for p in build.problems] == ["offset missing", "apex outside onset..offset"]
+
+
+def test_casme3_v1_xls(tmp_path: Path) -> None:
+    """The v1 label file is an old binary .xls (numbers as numbers), read through xlrd."""
+    import xlwt  # a test extra that writes .xls; reading goes through xlrd, a dependency
+    workbook = xlwt.Workbook()
+    sheet = workbook.add_sheet("Sheet1")
+    for r, row in enumerate([CASME3_HEADER, *CASME3_ROWS]):
+        for c, value in enumerate(row):
+            sheet.write(r, c, int(value) if r and c in (2, 3, 4, 6) else value)
+    path = tmp_path / "cas(me)3_part_A_ME_label_v1.xls"
+    workbook.save(str(path))
+    _check_casme3(build_manifest("casme3", path, None))
+
+
+DFME_HEADER = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Emotion", "AU", "Fps"]
+
+
+def test_dfme_sheet_frame_rates_codes_and_folders(tmp_path: Path) -> None:
+    rows = [
+        DFME_HEADER,
+        [1, "1_1_1", 10, 60, 110, "happiness", "AU6+AU12", 500],
+        [1, "1_2_1", 5, 30, 65, "disgust", "4+M57+AD19", 300],
+        [2, "2_1_1", 3, 20, 43, "surprise", "1+2+5B", 200],
+        [2, "2_1_2", 7, 9, 0, "fear", "4+20", 200],  # offset 0: the 200 fps rows' typical length (40)
+        [3, "3_1_1", 1, 5, 9, "contempt", "R14", None],  # no frame rate
+    ]
+    sheet = write_xlsx(tmp_path / "DFME_label.xlsx", rows)
+    root = tmp_path / "dfme"
+    for part, clip, numbers in (("PART_A", "1_1_1", range(10, 111)), ("PART_B", "1_2_1", range(5, 66))):
+        folder = root / part / clip
+        folder.mkdir(parents=True)
+        for number in numbers:
+            (folder / f"{number:05d}.png").write_bytes(b"x")
+    build = build_manifest("dfme", sheet, root)
+    frame = build.frame.set_index("clip_id")
+    assert list(frame["fps"]) == [500.0, 300.0, 200.0, 200.0, 200.0]
+    assert frame.loc["1_1_1", ["frames_dir", "frame_pattern"]].tolist() == ["PART_A/1_1_1", "*.png"]
+    assert frame.loc["2_1_1", "frames_dir"] == "2_1_1"  # not on disk: the Filename itself
+    assert frame.loc["1_2_1", "au"] == "4+M57+AD19" and parse_au("4+M57+AD19").numbers == {4}
+    assert frame.loc["1_1_1", "au"] == "6+12" and frame.loc["2_1_2", "offset"] == 7 + 40
+    assert frame.loc["3_1_1", "label3"] == "negative" and frame.loc["1_1_1", "person"] == "dfme/1"
+    assert [(p.clip, p.kind, p.repair) for p in build.problems] == [
+        ("2_1_2", "offset missing", True),
+        ("3_1_1", "fps missing", False),
+    ]
+    assert build.problems[1].outcome == "kept with 200 fps"  # the sheet's most common rate
+    checked = build_manifest("dfme", sheet, root, check_frames=True)
+    assert list(checked.frame["clip_id"]) == ["1_1_1", "1_2_1"] and checked.frame["n_frames"].tolist() == [
+        101,
+        61,
+    ]
+
+
+CASME1_HEADER = ["Subject", "Filename", "OnsetF", "ApexF1", "ApexF2", "OffsetF", "Duration", "AU", "Emotion"]
+
+
+def test_casme1_two_sections_and_backslash_cells(tmp_path: Path) -> None:
+    workbook = openpyxl.Workbook()
+    section_a = workbook.active
+    section_a.title = "Section A"
+    for row in (
+        CASME1_HEADER,
+        [1, "EP01_5", 1, 12, "\\", 30, 30, "4+R10", "disgust"],
+        [1, "EP02_1", 1, "\\", 15, 25, 25, "12", "amusement"],  # apex only in ApexF2
+    ):
+        section_a.append(row)
+    section_b = workbook.create_sheet("Section B")
+    for row in (
+        CASME1_HEADER,
+        [8, "EP03_2", 4, "\\", "\\", 40, 37, "1+2", "surprise"],  # no apex at all
+        [8, "EP05_6", 3, 9, "\\", "\\", None, "14", "repression"],  # no offset
+    ):
+        section_b.append(row)
+    path = tmp_path / "CASME_label.xlsx"
+    workbook.save(path)
+    root = tmp_path / "casme1"
+    (root / "CASME_B" / "Section B").mkdir(parents=True)  # the B section one level down
+    build = build_manifest("casme1", path, root)
+    frame = build.frame.set_index("clip_id")
+    assert list(frame.index) == ["EP01_5", "EP02_1", "EP03_2", "EP05_6"] and set(frame["fps"]) == {60.0}
+    assert frame.loc["EP01_5", "frames_dir"] == "Section A/sub01/EP01_5"
+    assert frame.loc["EP03_2", "frames_dir"] == "CASME_B/Section B/sub08/EP03_2"
+    assert frame.loc["EP02_1", ["apex", "apex_estimated", "label3"]].tolist() == [15, False, "positive"]
+    assert frame.loc["EP03_2", ["apex", "apex_estimated"]].tolist() == [22, True]
+    assert frame.loc["EP05_6", "timing_repaired"] and frame.loc["EP01_5", "au"] == "4+R10"
+    kinds = [(p.file.endswith("'Section B'"), p.kind) for p in build.problems]
+    assert kinds == [(True, "apex missing"), (True, "offset missing")]
+    assert "cell '\\\\'" in build.problems[0].reason
+
+
+def test_persons_file_names_the_person_behind_each_subject(tmp_path: Path) -> None:
+    persons = tmp_path / "persons.csv"
+    persons.write_text("subject,person\n1,P-A\n2,P-A\n")  # one participant filmed as two subjects
+    build = build_manifest("casme2", CASME2_2019, None, persons=persons)
+    by_subject = dict(zip(build.frame["subject"], build.frame["person"], strict=False))
+    assert by_subject["1"] == by_subject["2"] == "P-A" and by_subject["3"] == "casme2/3"
+    assert list(build.frame.columns) == list(MANIFEST_COLUMNS)
+    persons.write_text("subject,who\n1,P-A\n")
+    with pytest.raises(UserError, match="persons file lacks columns"):
+        build_manifest("casme2", CASME2_2019, None, persons=persons)
+
+
+def test_old_manifest_without_new_columns_reads_with_their_defaults(tmp_path: Path) -> None:
+    out = tmp_path / "m.csv"
+    build_manifest_file("casme2", CASME2_2019, None, out)
+    old = pd.read_csv(out, dtype=str, keep_default_na=False).drop(
+        columns=["timing_repaired", "au_notes", "person"]
+    )
+    old.to_csv(out, index=False)
+    frame = read_manifest(out)
+    assert list(frame.columns) == list(MANIFEST_COLUMNS)
+    assert not frame["timing_repaired"].any() and set(frame["au_notes"]) == {""}
+    assert frame["person"].iloc[0] == "casme2/1"
+
+
 def test_manifest_file_round_trip_and_problem_list(tmp_path: Path) -> None:
     out = tmp_path / "out" / "casme2.csv"
     build = build_manifest_file("casme2", CASME2_2019, None, out)
@@ -518,13 +791,19 @@ def test_manifest_file_round_trip_and_problem_list(tmp_path: Path) -> None:
     assert len(frame) == 255 and frame["subject"].iloc[0] == "1" and frame["apex_estimated"].sum() == 1
     with problems_path(out).open() as handle:
         listed = list(csv.DictReader(handle))
-    assert [(int(r["row"]), r["clip"]) for r in listed] == [(31, "EP12_01f")]
+    assert [(int(r["row"]), r["clip"], r["severity"]) for r in listed] == [(31, "EP12_01f", "repair")]
+    assert listed[0]["outcome"] == "kept with the middle frame 291 as apex (apex_estimated=True)"
     summary = build.summary()
     assert summary["rows"] == 255 and summary["problems_by_reason"] == {"apex missing": 1}
+    assert (summary["repairs"], summary["errors"], summary["timing_repaired"]) == (1, 0, 0)
+    # a clean build still writes the problems file: the header alone
+    clean = tmp_path / "megc.csv"
+    build_manifest_file("casme2", CASME2_2019, None, clean, protocol="megc2019")
+    assert problems_path(clean).read_text().splitlines() == [",".join(PROBLEM_COLUMNS)]
 
 
 def test_demo_corpus_sheet_reads_unchanged_and_matches_its_truth(demo_corpus) -> None:
-    from augmenter.demo_data import read_demo_truth
+    from augmenter.demo.corpus import read_demo_truth
 
     build = build_manifest(
         "casme2", demo_corpus.annotations, demo_corpus.root, check_frames=True, strict=True

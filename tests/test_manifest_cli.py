@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from augmenter.datasets import PROBLEM_COLUMNS
 from augmenter.manifest import read_manifest
 from cli import main
 
@@ -74,7 +75,8 @@ def test_build_with_megc2019_protocol(tmp_path: Path) -> None:
     frame = read_manifest(out)
     assert frame["label3"].value_counts().to_dict() == {"negative": 88, "positive": 32, "surprise": 25}
     assert "145 / 145" in result.stderr
-    assert not (tmp_path / "megc.problems.csv").exists()
+    # a clean build still writes its problems file, as the README says: the header alone
+    assert (tmp_path / "megc.problems.csv").read_text().splitlines() == [",".join(PROBLEM_COLUMNS)]
 
 
 @pytest.mark.parametrize(
@@ -97,15 +99,42 @@ def test_bad_files_exit_2_with_one_line(tmp_path: Path, content: bytes, name: st
     assert out.read_text() == "previous manifest\n"  # a failed build never touches what was there
 
 
-def test_strict_stops_on_the_first_problem(tmp_path: Path) -> None:
+def test_strict_accepts_documented_repairs_and_stops_at_the_first_error(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
-    result = run(
-        "manifest", "build", "--dataset", "casme2", "--strict", "--out", out,
-        "--annotations", REAL / "CASME2-coding-20190701.xlsx",
-    )  # fmt: skip
+    sheet = REAL / "CASME2-coding-20190701.xlsx"  # its one "/" apex is a documented repair, not an error
+    result = run("manifest", "build", "--dataset", "casme2", "--strict", "--out", out, "--annotations", sheet)
+    assert result.returncode == 0, result.stderr
+    assert len(read_manifest(out)) == 255 and "1 documented repair(s), 0 error(s)" in result.stderr
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "subject,filename,onset,apex,offset,emotion,action_units\n"
+        "1,EP01,10,/,30,disgust,4\n"  # a repair
+        "1,EP02,10,20,30,grumpy,4\n"  # an error: the first one --strict stops at
+        "1,EP03,10,20,30,disgust,4+zz\n"
+    )
+    out = tmp_path / "strict.csv"
+    result = run("manifest", "build", "--dataset", "casme2", "--strict", "--out", out, "--annotations", bad)
     assert result.returncode == 2
-    assert "row 31 (EP12_01f): apex missing" in result.stderr and "--strict" in result.stderr
-    assert not out.exists()
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{bad} row 3 (EP02): unknown emotion: 'grumpy'" in line
+    assert "stopped at the first of 2 error(s), besides 1 documented repair(s); nothing written" in line
+    assert "kept" not in line  # nothing was written, so nothing was kept
+    assert not out.exists() and not (tmp_path / "strict.problems.csv").exists()
+
+
+def test_persons_option(tmp_path: Path) -> None:
+    persons = tmp_path / "persons.csv"
+    persons.write_text("subject,person\n1,alice\n2,alice\n")
+    out = tmp_path / "m.csv"
+    sheet = REAL / "CASME2-coding-20190701.xlsx"
+    result = run(
+        "manifest", "build", "--dataset", "casme2", "--annotations", sheet, "--persons", persons, "--out", out
+    )
+    assert result.returncode == 0, result.stderr
+    frame = read_manifest(out)
+    assert set(frame.loc[frame["subject"].isin(["1", "2"]), "person"]) == {"alice"}
+    assert frame["person"].nunique() == 25
 
 
 def test_check_reports_missing_frames(tmp_path: Path) -> None:
@@ -121,6 +150,12 @@ def test_check_reports_missing_frames(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "255 clips checked, 255 problem(s)" in result.stderr
     assert "no 'img*.jpg' frames 46..86" in result.stderr
+    for number in range(46, 87):
+        if number != 60:
+            (clip / f"img{number}.jpg").write_bytes(b"x")
+    result = run("manifest", "check", out, "--root", root)
+    assert "EP02_01f): frames missing: 1 of 41 frames missing (46..86): img60.jpg in " in result.stderr
+    assert "255 problem(s)" in result.stderr and "kept" not in result.stderr  # 254 absent, 1 gappy
 
 
 def test_installed_console_script_exit_codes(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """Dataset readers: each dataset's own annotations (sheet or folder tree) → one normalised manifest.
 
 `build_manifest` is the entry point used by the CLI and by Python callers alike. Policy on bad rows
-(documented in manifests/README.md): every bad row is reported as a `Problem`; a missing apex is
-kept with the middle frame (apex_estimated=True), an unknown emotion is kept with label3 "", an
-unreadable AU cell keeps its readable part; rows without usable timing, subject, file name or frames
-are dropped. `strict=True` turns the first problem into a UserError.
+(documented in manifests/README.md): every bad row is reported as a `Problem`. Timing faults are
+repaired by fixed rules and the row kept, flagged (apex_estimated, timing_repaired): those are
+documented repairs. An unknown emotion is kept with label3 "", an unreadable AU token is kept in
+au_notes; rows without a clip id, a subject or frames on disk are dropped: those are errors.
+`strict=True` turns the first error (never a documented repair) into a UserError.
 """
 
 from __future__ import annotations
@@ -27,11 +28,19 @@ from augmenter.datasets.common import (
     to_frame,
 )
 from augmenter.errors import UserError
-from augmenter.manifest import LABEL3_CLASSES, Problem, read_manifest, write_manifest
+from augmenter.manifest import (
+    LABEL3_CLASSES,
+    Problem,
+    read_manifest,
+    read_person_map,
+    with_persons,
+    write_manifest,
+)
 
-DATASETS: tuple[str, ...] = ("casme2", "samm", "smic", "casme3", "mmew")
+DATASETS: tuple[str, ...] = ("casme2", "samm", "smic", "casme3", "mmew", "dfme", "casme1")
 PROTOCOLS: tuple[str, ...] = (megc2019.PROTOCOL,)
-_NEEDS_ANNOTATIONS = {"casme2", "samm", "casme3", "mmew"}
+_NEEDS_ANNOTATIONS = {"casme2", "samm", "casme3", "mmew", "dfme", "casme1"}
+PROBLEM_COLUMNS: tuple[str, ...] = ("file", "row", "clip", "severity", "reason", "outcome", "original")
 
 
 @dataclass
@@ -47,7 +56,12 @@ class ManifestBuild:
 
     def problems_by_reason(self) -> dict[str, int]:
         """Problem counts by kind (the reason's text before the first ': ')."""
-        return dict(Counter(problem.reason.split(": ", 1)[0] for problem in self.problems).most_common())
+        return dict(Counter(problem.kind for problem in self.problems).most_common())
+
+    @property
+    def errors(self) -> list[Problem]:
+        """The problems that are not documented repairs (what --strict refuses)."""
+        return [problem for problem in self.problems if not problem.repair]
 
     def class_counts(self) -> dict[str, int]:
         """Rows per 3-class label ("" = outside the 3-class protocol), in a fixed order."""
@@ -62,11 +76,15 @@ class ManifestBuild:
         table.add_row("rows kept", str(summary["rows"]))
         table.add_row("subjects", str(summary["subjects"]))
         table.add_row("apex estimated", str(summary["apex_estimated"]))
+        table.add_row("timing repaired", str(summary["timing_repaired"]))
         if self.protocol is not None:
             table.add_row("GT rows matched", f"{self.gt_matched} / {self.gt_rows}")
         classes = ", ".join(f"{label or 'other'} {n}" for label, n in self.class_counts().items())
         table.add_row("classes", classes)
-        table.add_row("problems", str(len(self.problems)))
+        repairs = len(self.problems) - len(self.errors)
+        table.add_row(
+            "problems", f"{len(self.problems)} ({repairs} documented repair(s), {len(self.errors)} error(s))"
+        )
         for reason, count in self.problems_by_reason().items():
             table.add_row(f"  {reason}", str(count))
         console.print(table)
@@ -82,7 +100,10 @@ class ManifestBuild:
             "rows": len(self.frame),
             "subjects": int(self.frame["subject"].nunique()),
             "apex_estimated": int(self.frame["apex_estimated"].sum()),
+            "timing_repaired": int(self.frame["timing_repaired"].sum()),
             "problems": len(self.problems),
+            "repairs": len(self.problems) - len(self.errors),
+            "errors": len(self.errors),
             "problems_by_reason": self.problems_by_reason(),
             "class_counts": self.class_counts(),
         }
@@ -147,15 +168,19 @@ def build_manifest(
     protocol: str | None = None,
     gt: Path | None = None,
     variant: str | None = None,
+    persons: Path | None = None,
 ) -> ManifestBuild:
     """Read one dataset's annotations into a manifest, reporting (or, with strict, refusing) every bad row.
 
     `root` is the dataset root the manifest's frames_dir paths are relative to; it is needed for
-    SMIC (folders are the annotation) and for `check_frames`. `variant` picks CASME II's frame
-    folder ("raw" or "cropped"; default: the first present under root). With `protocol="megc2019"`
-    the rows are exactly the GT file's rows.
+    SMIC (folders are the annotation) and for `check_frames`, and lets timing repairs use the frames
+    on disk. `variant` picks CASME II's frame folder ("raw" or "cropped"; default: the first present
+    under root). With `protocol="megc2019"` the rows are exactly the GT file's rows. `persons` is a
+    CSV `subject,person[,dataset]` naming the human being behind each subject (default: one person
+    per subject).
     """
     read_records = _reader(dataset)
+    person_map = read_person_map(persons, dataset) if persons is not None else None
     annotations = Path(annotations) if annotations is not None else None
     root = Path(root) if root is not None else None
     if dataset in _NEEDS_ANNOTATIONS and annotations is None:
@@ -176,24 +201,35 @@ def build_manifest(
         records, problems, gt_rows, gt_matched = _apply_protocol(dataset, records, issues, gt, annotations)
     else:
         problems = [problem for problem, _ in issues.entries]
-    if strict and problems:
+    errors = [problem for problem in problems if not problem.repair]
+    if strict and errors:
+        first = errors[0]
+        repairs = len(problems) - len(errors)
+        also = f", besides {repairs} documented repair(s)" if repairs else ""
         raise UserError(
-            f"{problems[0]} (--strict: {len(problems)} problem(s) in all; fix them or drop --strict)"
+            f"{first.where()}: {first.reason} (--strict: stopped at the first of {len(errors)} error(s)"
+            f"{also}; nothing written; fix the sheet or drop --strict to keep going and list them all)"
         )
     if not records:
-        first = f"; first problem: {problems[0]}" if problems else ""
+        first = f"; first problem: {problems[0].where()}: {problems[0].reason}" if problems else ""
         source = annotations if annotations is not None else root
         raise UserError(f"{source}: no usable {dataset} clips found ({len(problems)} problem(s){first})")
     frame = to_frame(record for _, record in records)
+    frame = with_persons(frame.drop(columns="person"), person_map)[list(frame.columns)]
     return ManifestBuild(dataset, frame, problems, protocol, gt_rows, gt_matched)
 
 
 def write_problems(problems: list[Problem], path: Path) -> Path:
-    """All problems as a CSV (file,row,clip,reason), written atomically beside the manifest."""
+    """All problems as a CSV (PROBLEM_COLUMNS; header only when there are none), written atomically.
+
+    `severity` is "repair" (a documented rule was applied and the row kept, flagged) or "error"; `original`
+    holds the sheet's own timing cells when a repair changed them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(
-        [(p.file, p.row, p.clip, p.reason) for p in problems], columns=["file", "row", "clip", "reason"]
+        [(p.file, p.row, p.clip, p.severity, p.reason, p.outcome, p.original) for p in problems],
+        columns=list(PROBLEM_COLUMNS),
     )
     frame["row"] = frame["row"].astype("Int64")
     tmp = path.with_name(path.name + ".tmp")
@@ -219,8 +255,10 @@ def build_manifest_file(
     protocol: str | None = None,
     gt: Path | None = None,
     variant: str | None = None,
+    persons: Path | None = None,
 ) -> ManifestBuild:
-    """`build_manifest`, then write the manifest to `out` (atomically) and, if any, the problems beside it.
+    """`build_manifest`, then write the manifest to `out` and its problems to OUT.problems.csv (always: a
+    header only when the build was clean), both atomically.
 
     Nothing is written when the build fails (strict, unreadable file), so an earlier good manifest survives.
     """
@@ -233,13 +271,10 @@ def build_manifest_file(
         protocol=protocol,
         gt=gt,
         variant=variant,
+        persons=persons,
     )
     write_manifest(build.frame, out)
-    stale = problems_path(out)
-    if build.problems:
-        write_problems(build.problems, stale)
-    elif stale.exists():
-        stale.unlink()
+    write_problems(build.problems, problems_path(out))
     return build
 
 
@@ -254,7 +289,7 @@ def check_manifest(manifest: Path, root: Path) -> tuple[pd.DataFrame, list[Probl
         raise UserError(f"{root}: dataset root is not a folder; pass --root the folder holding the frames")
     issues = Issues(str(manifest))
     for index, row in enumerate(frame.to_dict("records"), start=2):
-        check_frames_on_disk(dict(row), root, index, issues, dropped="")
+        check_frames_on_disk(dict(row), root, index, issues, drop=False)
     return frame, [problem for problem, _ in issues.entries]
 
 
@@ -273,6 +308,7 @@ def read_dataset(
 
 __all__ = [
     "DATASETS",
+    "PROBLEM_COLUMNS",
     "PROTOCOLS",
     "ManifestBuild",
     "build_manifest",

@@ -13,12 +13,14 @@ from pathlib import Path
 from augmenter.datasets.common import (
     Issues,
     clip_and_subject,
+    frames_on_disk,
     keep_record,
     read_table,
     resolve_au,
     resolve_label3,
     resolve_timing,
     timing_fields,
+    typical_span,
 )
 from augmenter.errors import UserError
 
@@ -72,6 +74,7 @@ def read_records(
     rows, _ = read_table(annotations, COLUMNS, what, foreign={"Inducement Code": "samm"})
     issues = Issues(str(annotations))
     folder, pattern = choose_variant(root, variant)
+    span = typical_span(rows, FPS)
     records: list[tuple[int | None, dict]] = []
     for row in rows:
         parsed = clip_and_subject(row, issues, _subject_text)
@@ -80,7 +83,9 @@ def read_records(
         clip, subject = parsed
         number = int(subject)
         key = (subject, clip)
-        timing = resolve_timing(row, clip, key, issues)
+        frames_dir = f"{folder}/sub{number:02d}/{clip}"
+        disk = frames_on_disk(root, frames_dir, pattern)
+        timing = resolve_timing(row, clip, key, issues, span=span, disk=disk)
         if timing is None:
             continue
         emotion = row.text("emotion")
@@ -88,10 +93,10 @@ def read_records(
             "dataset": DATASET,
             "subject": subject,
             "clip_id": clip,
-            "frames_dir": f"{folder}/sub{number:02d}/{clip}",
+            "frames_dir": frames_dir,
             "frame_pattern": pattern,
             **timing_fields(timing, FPS),
-            "au": resolve_au(row, clip, key, issues),
+            **resolve_au(row, clip, key, issues),
             "emotion": emotion,
             "label3": resolve_label3(emotion, row.number, clip, key, issues),
         }

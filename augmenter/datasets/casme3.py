@@ -18,6 +18,7 @@ from augmenter.datasets.common import (
     resolve_label3,
     resolve_timing,
     timing_fields,
+    typical_span,
     under_root,
 )
 
@@ -51,6 +52,7 @@ def read_records(
     )
     issues = Issues(str(annotations))
     prefix = under_root(root, "part_A")
+    span = typical_span(rows, FPS)
     records: list[tuple[int | None, dict]] = []
     for row in rows:
         parsed = clip_and_subject(row, issues, subject_folder, kind="subject id")
@@ -59,7 +61,8 @@ def read_records(
         recording, subject = parsed
         clip = f"{recording}_{row.text('onset')}"
         key = (subject, clip)
-        timing = resolve_timing(row, clip, key, issues)
+        # the folder holds the whole recording, so its frames cannot stand in for a clip's bounds
+        timing = resolve_timing(row, clip, key, issues, span=span)
         if timing is None:
             continue
         emotion = row.text("emotion")
@@ -70,7 +73,7 @@ def read_records(
             "frames_dir": f"{prefix}{subject}/{recording}/color",
             "frame_pattern": FRAME_PATTERN,
             **timing_fields(timing, FPS),
-            "au": resolve_au(row, clip, key, issues),
+            **resolve_au(row, clip, key, issues),
             "emotion": emotion,
             "label3": resolve_label3(emotion, row.number, clip, key, issues),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import statistics
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,12 @@ MISSING_FILENAME = "missing filename"
 DUPLICATE_CLIP = "duplicate clip"
 NOT_IN_ANNOTATIONS = "GT row not in annotations"
 
+DROPPED = "row dropped"
+_ROOT_HINT = " (pass --root to place it from the clip's frames on disk)"
+TIMING_KEYS: tuple[str, str, str] = ("onset", "apex", "offset")
+_NAMED_FRAMES = 5  # missing frames named in a problem
+_LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
 # MEGC 2019 three-class mapping (DESIGN §4), plus the spellings other sheets use for the same words.
 _LABEL3: dict[str, str] = {
     "repression": "negative",
@@ -49,13 +56,14 @@ _LABEL3: dict[str, str] = {
     "negative": "negative",
     "happiness": "positive",
     "happy": "positive",
+    "amusement": "positive",  # CASME I's word for its happiness clips
     "positive": "positive",
     "surprise": "surprise",
 }
 # Words that are real emotions outside the 3 classes ("others"); anything else is reported as unknown.
 _OUT_OF_PROTOCOL = {"others", "other", "tense", "unknown"}
 
-_SPREADSHEET_SUFFIXES = {".xlsx", ".xlsm"}
+_SPREADSHEET_SUFFIXES = {".xlsx", ".xlsm"}  # .xls (binary) is read through xlrd
 _HEADER_SCAN_ROWS = 40
 
 
@@ -92,7 +100,7 @@ def frame_cell(cell: object) -> int | None:
 
 def _describe(text: str) -> str:
     """How a problem names an unusable frame cell: the cell, and whether it is blank-like or garbage."""
-    if text in {"", "/", "-", "?"} or re.fullmatch(r"-\d+(\.0+)?", text):
+    if text in {"", "/", "\\", "-", "?"} or re.fullmatch(r"-\d+(\.0+)?", text):
         return f"cell {text!r}"
     return f"cell {text!r} is not a frame number"
 
@@ -120,9 +128,19 @@ class Issues:
     entries: list[tuple[Problem, tuple[str, str] | None]] = field(default_factory=list)
 
     def add(
-        self, row: int | None, clip: str, kind: str, detail: str, key: tuple[str, str] | None = None
+        self,
+        row: int | None,
+        clip: str,
+        kind: str,
+        detail: str,
+        key: tuple[str, str] | None = None,
+        *,
+        outcome: str = "",
+        repair: bool = False,
+        original: str = "",
     ) -> None:
-        self.entries.append((Problem(self.file, row, clip, f"{kind}: {detail}"), key))
+        problem = Problem(self.file, row, clip, f"{kind}: {detail}", outcome, repair, original)
+        self.entries.append((problem, key))
 
 
 def _rows_from_csv(path: Path) -> list[tuple[int, list[object]]]:
@@ -156,6 +174,36 @@ def _sheets_from_xlsx(path: Path) -> Iterator[tuple[str, list[tuple[int, list[ob
         workbook.close()
 
 
+def _sheets_from_xls(path: Path) -> Iterator[tuple[str, list[tuple[int, list[object]]]]]:
+    """An old binary .xls workbook (CAS(ME)^3 v1) through xlrd; empty and error cells become None."""
+    import xlrd
+
+    try:
+        workbook = xlrd.open_workbook(str(path), on_demand=True)
+    except Exception as exc:  # xlrd raises several kinds (XLRDError, struct.error, ...) on a damaged file
+        raise UserError(
+            f"{path}: not a readable .xls workbook ({type(exc).__name__}); give the dataset's annotation "
+            "spreadsheet (.xls/.xlsx) or a CSV export of it"
+        ) from None
+    skip = {xlrd.XL_CELL_EMPTY, xlrd.XL_CELL_BLANK, xlrd.XL_CELL_ERROR}
+    try:
+        for index in range(workbook.nsheets):
+            sheet = workbook.sheet_by_index(index)
+            rows = [
+                (
+                    number + 1,
+                    [
+                        None if kind in skip else value
+                        for kind, value in zip(sheet.row_types(number), sheet.row_values(number), strict=True)
+                    ],
+                )
+                for number in range(sheet.nrows)
+            ]
+            yield sheet.name, rows
+    finally:
+        workbook.release_resources()
+
+
 def read_table(
     path: Path,
     columns: dict[str, tuple[str, ...]],
@@ -170,6 +218,21 @@ def read_table(
     Code"), so a sheet given under the wrong --dataset is refused, not misread. Extra columns are ignored.
     Returns the data rows (blank rows skipped) and the header's row number.
     """
+    tables = read_tables(path, columns, what, required, foreign, first_only=True)
+    _, rows, header_number = tables[0]
+    return rows, header_number
+
+
+def read_tables(
+    path: Path,
+    columns: dict[str, tuple[str, ...]],
+    what: str,
+    required: Iterable[str] | None = None,
+    foreign: dict[str, str] | None = None,
+    first_only: bool = False,
+) -> list[tuple[str, list[SheetRow], int]]:
+    """Every sheet with such a header row, as (sheet title, data rows, header row number), in workbook order
+    (CASME I splits its clips over two sheets); a UserError when none has one."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: annotation file not found; give --annotations the {what} file")
@@ -179,49 +242,69 @@ def read_table(
     suffix = path.suffix.lower()
     if suffix in _SPREADSHEET_SUFFIXES:
         sheets: Iterable[tuple[str, list[tuple[int, list[object]]]]] = _sheets_from_xlsx(path)
+    elif suffix == ".xls":
+        sheets = _sheets_from_xls(path)
     elif suffix in {".csv", ".txt"}:
         sheets = [("csv", _rows_from_csv(path))]
-    elif suffix == ".xls":
-        raise UserError(
-            f"{path}: old .xls workbooks are not read; save it as .xlsx (or CSV) and pass that file"
-        )
     else:
-        raise UserError(f"{path}: not a spreadsheet (.xlsx) or CSV file; give --annotations the {what} file")
+        raise UserError(
+            f"{path}: not a spreadsheet (.xlsx, .xls) or CSV file; give --annotations the {what} file"
+        )
 
     wanted = {key: {_normalise_header(a) for a in aliases} for key, aliases in columns.items()}
     seen_sheets: list[str] = []
+    found: list[tuple[str, list[SheetRow], int]] = []
     for title, rows in sheets:
         seen_sheets.append(title)
-        for header_number, header in rows[:_HEADER_SCAN_ROWS]:
-            names = [_normalise_header(cell) for cell in header]
-            positions: dict[str, int] = {}
-            for key, aliases in wanted.items():
-                for index, name in enumerate(names):
-                    if name in aliases:
-                        positions[key] = index
-                        break
-            if all(key in positions for key in required):
-                for header_name, dataset in (foreign or {}).items():
-                    if _normalise_header(header_name) in names:
-                        raise UserError(
-                            f"{path}: this looks like the {dataset} sheet (it has a {header_name!r} column), "
-                            f"not the {what}; use --dataset {dataset}"
-                        )
-                data: list[SheetRow] = []
-                for number, values in rows:
-                    if number <= header_number or all(cell_text(v) == "" for v in values):
-                        continue
-                    cells = {key: (values[i] if i < len(values) else None) for key, i in positions.items()}
-                    data.append(SheetRow(number, cells))
-                return data, header_number
+        table = _table(path, title, rows, wanted, required, foreign or {}, what)
+        if table is not None:
+            found.append(table)
+            if first_only:
+                return found
+    if found:
+        return found
     needed = ", ".join(columns[key][0] for key in required)
     where = f"sheets {seen_sheets}" if len(seen_sheets) > 1 else "the file"
-    if not any(True for _ in seen_sheets):
-        where = "the file"
     raise UserError(
         f"{path}: no header row with columns [{needed}] in {where}; is this the {what}? "
         "(header names are matched ignoring case, spaces and punctuation)"
     )
+
+
+def _table(
+    path: Path,
+    title: str,
+    rows: list[tuple[int, list[object]]],
+    wanted: dict[str, set[str]],
+    required: list[str],
+    foreign: dict[str, str],
+    what: str,
+) -> tuple[str, list[SheetRow], int] | None:
+    """The sheet's data rows under its first header row that names every required column, else None."""
+    for header_number, header in rows[:_HEADER_SCAN_ROWS]:
+        names = [_normalise_header(cell) for cell in header]
+        positions: dict[str, int] = {}
+        for key, aliases in wanted.items():
+            for index, name in enumerate(names):
+                if name in aliases:
+                    positions[key] = index
+                    break
+        if not all(key in positions for key in required):
+            continue
+        for header_name, dataset in foreign.items():
+            if _normalise_header(header_name) in names:
+                raise UserError(
+                    f"{path}: this looks like the {dataset} sheet (it has a {header_name!r} column), "
+                    f"not the {what}; use --dataset {dataset}"
+                )
+        data: list[SheetRow] = []
+        for number, values in rows:
+            if number <= header_number or all(cell_text(v) == "" for v in values):
+                continue
+            cells = {key: (values[i] if i < len(values) else None) for key, i in positions.items()}
+            data.append(SheetRow(number, cells))
+        return title, data, header_number
+    return None
 
 
 @dataclass(frozen=True)
@@ -230,6 +313,7 @@ class Timing:
     apex: int
     offset: int
     apex_estimated: bool
+    repaired: bool = False
 
 
 def clip_and_subject(
@@ -238,11 +322,11 @@ def clip_and_subject(
     """The row's Filename and parsed subject, or None after reporting the unusable one (row dropped)."""
     clip = row.text("clip")
     if not clip:
-        issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell; row dropped")
+        issues.add(row.number, "", MISSING_FILENAME, "empty Filename cell", outcome=DROPPED)
         return None
     subject = parse_subject(row.text("subject"))
     if subject is None:
-        issues.add(row.number, clip, BAD_SUBJECT, f"{row.text('subject')!r} is not a {kind}; dropped")
+        issues.add(row.number, clip, BAD_SUBJECT, f"{row.text('subject')!r} is not a {kind}", outcome=DROPPED)
         return None
     return clip, subject
 
@@ -254,9 +338,33 @@ def timing_fields(timing: Timing, fps: float) -> dict:
         "apex": timing.apex,
         "offset": timing.offset,
         "apex_estimated": timing.apex_estimated,
+        "timing_repaired": timing.repaired,
         "fps": fps,
         "n_frames": timing.offset - timing.onset + 1,
     }
+
+
+def typical_span(rows: Iterable[SheetRow], fps: float, keys: tuple[str, str, str] = TIMING_KEYS) -> int:
+    """The sheet's own typical clip length (median offset − onset of its consistent rows), for repairing a
+    row whose offset or onset is unusable; 0.3 s at the dataset's frame rate when no row is consistent."""
+    spans = []
+    for row in rows:
+        onset, apex, offset = (frame_cell(row.cells.get(k)) for k in keys)
+        if onset is not None and apex is not None and offset is not None and onset <= apex <= offset > onset:
+            spans.append(offset - onset)
+    return int(statistics.median(spans)) if spans else max(1, round(0.3 * fps))
+
+
+def _frames_lookup(disk: Callable[[], list[int]] | None) -> Callable[[], list[int]]:
+    """The clip's frame numbers on disk, looked up at most once and only when a repair needs them."""
+    found: list[list[int]] = []
+
+    def lookup() -> list[int]:
+        if not found:
+            found.append(disk() if disk is not None else [])
+        return found[0]
+
+    return lookup
 
 
 def keep_record(
@@ -278,107 +386,161 @@ def resolve_timing(
     clip: str,
     key: tuple[str, str],
     issues: Issues,
-    keys: tuple[str, str, str] = ("onset", "apex", "offset"),
-    last_frame: Callable[[], int | None] | None = None,
+    keys: tuple[str, str, str] = TIMING_KEYS,
+    *,
+    span: int,
+    disk: Callable[[], list[int]] | None = None,
 ) -> Timing | None:
-    """Check onset ≤ apex ≤ offset. A missing apex becomes the middle frame (kept, reported); else drop.
+    """Onset ≤ apex ≤ offset, with every inconsistency repaired by a fixed rule and reported; never a drop
+    unless the row has no usable frame number at all and no frames on disk.
 
-    `last_frame`, when given, supplies the last frame number on disk for a missing offset (SAMM writes unclear
-    offsets as "?" or -1); without it such a row is dropped.
+    Rules (manifests/README.md): a missing apex becomes the middle frame (apex_estimated). A missing onset or
+    an offset that is missing, 0 or before the onset becomes the clip's first/last frame on disk when `disk`
+    knows them (a folder holding one clip, under --root), else onset/offset ± `span` (the sheet's typical
+    length). An apex outside onset..offset moves the bound it crosses to the frames on disk when the apex
+    frame is there, else becomes the middle frame. Every repair sets `repaired` (timing_repaired) and keeps
+    the sheet's own cells in the problem's `original`.
     """
     onset_key, apex_key, offset_key = keys
     onset, apex, offset = (frame_cell(row.cells.get(k)) for k in keys)
+    texts = {k: row.text(k) for k in keys}
+    original = f"onset {texts[onset_key]!r}, apex {texts[apex_key]!r}, offset {texts[offset_key]!r}"
+    frames = _frames_lookup(disk)
+    faults: list[tuple[str, str]] = []  # (kind, what was wrong and which rule placed it)
+
+    if offset == 0 and (onset is None or onset > 0):
+        offset = None  # CAS(ME)^3 writes 0 where it has no offset
     if onset is None:
-        issues.add(row.number, clip, ONSET_MISSING, f"{_describe(row.text(onset_key))}; row dropped", key)
-        return None
-    if offset is None:
-        last = last_frame() if last_frame is not None else None
-        if last is None or last < onset:
-            issues.add(
-                row.number, clip, OFFSET_MISSING, f"{_describe(row.text(offset_key))}; row dropped", key
-            )
+        if frames():
+            onset, rule = frames()[0], f"onset = first frame on disk {frames()[0]}"
+        elif offset is not None:
+            onset, rule = max(0, offset - span), f"onset = offset − {span} (the sheet's typical length)"
+        elif apex is not None:
+            onset, rule = max(0, apex - span // 2), f"onset = apex − {span // 2} (half the typical length)"
+        else:
+            detail = f"{_describe(texts[onset_key])}, and no apex, offset or frames on disk to place the clip"
+            issues.add(row.number, clip, ONSET_MISSING, detail, key, outcome=DROPPED + _ROOT_HINT)
             return None
-        detail = (
-            f"{_describe(row.text(offset_key))}; kept with the clip's last frame on disk, {last}, as offset"
-        )
-        issues.add(row.number, clip, OFFSET_MISSING, detail, key)
-        offset = last
-    if onset > offset:
-        issues.add(row.number, clip, ONSET_AFTER_OFFSET, f"onset {onset} > offset {offset}; row dropped", key)
-        return None
+        faults.append((ONSET_MISSING, f"{_describe(texts[onset_key])}; {rule}"))
+    if offset is None or offset < onset:
+        kind = OFFSET_MISSING if offset is None else ONSET_AFTER_OFFSET
+        what = _describe(texts[offset_key]) if offset is None else f"onset {onset} > offset {offset}"
+        on_disk = frames()
+        if on_disk and not on_disk[0] <= onset <= on_disk[-1]:
+            onset, offset = on_disk[0], on_disk[-1]
+            rule = f"onset is not on disk: onset, offset = first, last frame on disk {onset}, {offset}"
+        elif on_disk:
+            offset, rule = on_disk[-1], f"offset = last frame on disk {on_disk[-1]}"
+        else:
+            offset, rule = onset + span, f"offset = onset + {span} (the sheet's typical length)"
+        faults.append((kind, f"{what}; {rule}"))
+    estimated = False
     if apex is None:
-        middle = (onset + offset) // 2
-        issues.add(
-            row.number,
-            clip,
-            APEX_MISSING,
-            f"{_describe(row.text(apex_key))}; kept with the middle frame {middle} as apex "
-            "(apex_estimated=True)",
-            key,
-        )
-        return Timing(onset, middle, offset, True)
-    if not onset <= apex <= offset:
-        issues.add(row.number, clip, APEX_OUTSIDE, f"apex {apex} not in {onset}..{offset}; row dropped", key)
-        return None
-    return Timing(onset, apex, offset, False)
+        apex, estimated = (onset + offset) // 2, True
+        if not faults:
+            detail = _describe(texts[apex_key])
+            outcome = f"kept with the middle frame {apex} as apex (apex_estimated=True)"
+            issues.add(row.number, clip, APEX_MISSING, detail, key, outcome=outcome, repair=True)
+            return Timing(onset, apex, offset, True)
+        faults.append((APEX_MISSING, f"{_describe(texts[apex_key])}; apex = middle frame {apex}"))
+    elif not onset <= apex <= offset:
+        what = f"apex {apex} not in {onset}..{offset}"
+        on_disk = frames()
+        if on_disk and on_disk[0] <= apex <= on_disk[-1]:
+            if apex > offset:
+                offset = on_disk[-1]
+                rule = f"the apex frame is on disk: offset = last frame on disk {offset}"
+            else:
+                onset = on_disk[0]
+                rule = f"the apex frame is on disk: onset = first frame on disk {onset}"
+        else:
+            apex, estimated = (onset + offset) // 2, True
+            rule = f"apex = middle frame {apex} (apex_estimated)"
+        faults.append((APEX_OUTSIDE, f"{what}; {rule}"))
+    if not faults:
+        return Timing(onset, apex, offset, False)
+    flags = "timing_repaired=True" + (", apex_estimated=True" if estimated else "")
+    issues.add(
+        row.number,
+        clip,
+        faults[0][0],
+        "; ".join(text if kind == faults[0][0] else f"{kind}: {text}" for kind, text in faults),
+        key,
+        outcome=f"kept with onset {onset}, apex {apex}, offset {offset} ({flags})",
+        repair=True,
+        original=original,
+    )
+    return Timing(onset, apex, offset, estimated, repaired=True)
 
 
-def resolve_au(row: SheetRow, clip: str, key: tuple[str, str], issues: Issues, column: str = "au") -> str:
-    """The canonical AU string; an unreadable cell is reported and the readable part kept."""
+def resolve_au(
+    row: SheetRow, clip: str, key: tuple[str, str], issues: Issues, column: str = "au"
+) -> dict[str, str]:
+    """The manifest's `au` (canonical FACS codes) and `au_notes` (descriptors, unreadable tokens as written);
+    an unreadable token is reported, and kept in the notes."""
     parsed = parse_au(row.cells.get(column))
     if not parsed.ok:
-        issues.add(row.number, clip, UNREADABLE_AU, f"{parsed.error}; kept AU {parsed.canonical!r}", key)
-    return parsed.canonical
+        outcome = f"kept AU {parsed.canonical!r}" + (f", au_notes {parsed.notes!r}" if parsed.notes else "")
+        issues.add(row.number, clip, UNREADABLE_AU, parsed.error or "", key, outcome=outcome)
+    return {"au": parsed.canonical, "au_notes": parsed.notes}
 
 
 def resolve_label3(emotion: str, row: int | None, clip: str, key: tuple[str, str], issues: Issues) -> str:
     label = label3_of(emotion)
     if label is None:
-        issues.add(row, clip, UNKNOWN_EMOTION, f"{emotion!r}; kept with label3 ''", key)
+        issues.add(row, clip, UNKNOWN_EMOTION, f"{emotion!r}", key, outcome="kept with label3 ''")
         return ""
     return label
 
 
 def check_frames_on_disk(
-    record: dict, root: Path, row: int | None, issues: Issues, dropped: str = "; row dropped"
+    record: dict, root: Path, row: int | None, issues: Issues, drop: bool = True
 ) -> bool:
-    """Count the clip's frames on disk (sets n_frames); False (drop) when folder or apex frame is absent."""
+    """Count the clip's frames on disk (sets n_frames); False (drop) when folder or apex frame is absent.
+
+    `drop=False` (a check of a written manifest) reports the same faults without saying the row was dropped.
+    """
     key = (record["subject"], record["clip_id"])
     folder = root / record["frames_dir"]
+    outcome = DROPPED if drop else ""
+    onset, offset = record["onset"], record["offset"]
     if not folder.is_dir():
-        issues.add(row, record["clip_id"], FRAMES_MISSING, f"no folder {folder}{dropped}", key)
+        issues.add(row, record["clip_id"], FRAMES_MISSING, f"no folder {folder}", key, outcome=outcome)
         return False
-    numbers = [n for n, _ in list_frames(record, root) if record["onset"] <= n <= record["offset"]]
+    found = [(n, p) for n, p in list_frames(record, root) if onset <= n <= offset]
+    numbers = [n for n, _ in found]
     if not numbers:
-        issues.add(
-            row,
-            record["clip_id"],
-            FRAMES_MISSING,
-            f"no {record['frame_pattern']!r} frames {record['onset']}..{record['offset']} "
-            f"in {folder}{dropped}",
-            key,
-        )
+        detail = f"no {record['frame_pattern']!r} frames {onset}..{offset} in {folder}"
+        issues.add(row, record["clip_id"], FRAMES_MISSING, detail, key, outcome=outcome)
         return False
     if record["apex"] not in numbers and not record["apex_estimated"]:
-        issues.add(
-            row,
-            record["clip_id"],
-            FRAMES_MISSING,
-            f"apex frame {record['apex']} not in {folder}{dropped}",
-            key,
-        )
+        detail = f"apex frame {record['apex']} not in {folder}"
+        issues.add(row, record["clip_id"], FRAMES_MISSING, detail, key, outcome=outcome)
         return False
-    expected = record["offset"] - record["onset"] + 1
+    expected = offset - onset + 1
     if len(numbers) < expected:
-        issues.add(
-            row,
-            record["clip_id"],
-            FRAMES_MISSING,
-            f"{len(numbers)} of {expected} frames {record['onset']}..{record['offset']} in {folder}",
-            key,
+        present = set(numbers)
+        missing = [n for n in range(onset, offset + 1) if n not in present]
+        names = [_frame_name(found[0][1].name, n) for n in missing[:_NAMED_FRAMES]]
+        more = f" and {len(missing) - _NAMED_FRAMES} more" if len(missing) > _NAMED_FRAMES else ""
+        detail = (
+            f"{len(missing)} of {expected} frames missing ({onset}..{offset}): {', '.join(names)}{more} "
+            f"in {folder}"
         )
+        kept = f"kept with the {len(numbers)} frames on disk" if drop else ""
+        issues.add(row, record["clip_id"], FRAMES_MISSING, detail, key, outcome=kept)
     record["n_frames"] = len(numbers)
     return True
+
+
+def _frame_name(example: str, number: int) -> str:
+    """The file name frame `number` would have, spelled like `example` (same digits width when padded)."""
+    match = _LAST_NUMBER.search(example)
+    if match is None:
+        return str(number)
+    digits = match.group(1)
+    text = str(number).zfill(len(digits)) if digits.startswith("0") else str(number)
+    return example[: match.start(1)] + text + example[match.end(1) :]
 
 
 def drop_duplicates(records: list[tuple[int | None, dict]], issues: Issues) -> list[tuple[int | None, dict]]:
@@ -388,13 +550,8 @@ def drop_duplicates(records: list[tuple[int | None, dict]], issues: Issues) -> l
     for row, record in records:
         key = (record["subject"], record["clip_id"])
         if key in seen:
-            issues.add(
-                row,
-                record["clip_id"],
-                DUPLICATE_CLIP,
-                f"same subject and clip as row {seen[key]}; dropped",
-                key,
-            )
+            detail = f"same subject and clip as row {seen[key]}"
+            issues.add(row, record["clip_id"], DUPLICATE_CLIP, detail, key, outcome=DROPPED)
             continue
         seen[key] = row
         kept.append((row, record))
@@ -402,25 +559,30 @@ def drop_duplicates(records: list[tuple[int | None, dict]], issues: Issues) -> l
 
 
 def to_frame(records: Iterable[dict]) -> pd.DataFrame:
-    """Records → a DataFrame with exactly the manifest columns and their types."""
-    frame = pd.DataFrame(list(records), columns=list(MANIFEST_COLUMNS))
+    """Records → a DataFrame with exactly the manifest columns and their types (person filled later)."""
+    defaults = {"person": "", "timing_repaired": False, "au_notes": ""}
+    frame = pd.DataFrame([{**defaults, **record} for record in records], columns=list(MANIFEST_COLUMNS))
     for column in ("onset", "apex", "offset", "n_frames"):
         frame[column] = frame[column].astype("int64")
     frame["fps"] = frame["fps"].astype("float64")
-    frame["apex_estimated"] = frame["apex_estimated"].astype(bool)
-    for column in ("dataset", "subject", "clip_id", "frames_dir", "frame_pattern", "au", "emotion", "label3"):
+    for column in ("apex_estimated", "timing_repaired"):
+        frame[column] = frame[column].astype(bool)
+    for column in (
+        "dataset", "subject", "person", "clip_id", "frames_dir", "frame_pattern", "au", "au_notes", "emotion",
+        "label3",
+    ):  # fmt: skip
         frame[column] = frame[column].astype(str)
     return frame.reset_index(drop=True)
 
 
-def last_frame_on_disk(root: Path | None, frames_dir: str, pattern: str) -> Callable[[], int | None]:
-    """A lazy look-up of a clip's last frame number, for sheets whose offset cell is missing."""
+def frames_on_disk(root: Path | None, frames_dir: str, pattern: str) -> Callable[[], list[int]] | None:
+    """A lazy look-up of the frame numbers in a folder that holds exactly one clip (for timing repairs);
+    None without a root."""
+    if root is None:
+        return None
 
-    def lookup() -> int | None:
-        if root is None:
-            return None
-        frames = list_frames({"frames_dir": frames_dir, "frame_pattern": pattern}, root)
-        return frames[-1][0] if frames else None
+    def lookup() -> list[int]:
+        return [n for n, _ in list_frames({"frames_dir": frames_dir, "frame_pattern": pattern}, root)]
 
     return lookup
 

@@ -11,12 +11,14 @@ from pathlib import Path
 from augmenter.datasets.common import (
     Issues,
     clip_and_subject,
+    frames_on_disk,
     keep_record,
     read_table,
     resolve_au,
     resolve_label3,
     resolve_timing,
     timing_fields,
+    typical_span,
     under_root,
 )
 
@@ -50,6 +52,7 @@ def read_records(
     rows, _ = read_table(annotations, COLUMNS, "MMEW sheet (MMEW_Micro_Exp.xlsx)")
     issues = Issues(str(annotations))
     prefix = under_root(root, "Micro_Expression")
+    span = typical_span(rows, FPS)
     records: list[tuple[int | None, dict]] = []
     for row in rows:
         parsed = clip_and_subject(row, issues, lambda text: text.strip() or None, kind="subject (empty cell)")
@@ -57,18 +60,21 @@ def read_records(
             continue
         clip, subject = parsed
         key = (subject, clip)
-        timing = resolve_timing(row, clip, key, issues)
+        emotion = row.text("emotion")
+        frames_dir = f"{prefix}{_emotion_folder(root, prefix, emotion)}/{clip}"
+        timing = resolve_timing(
+            row, clip, key, issues, span=span, disk=frames_on_disk(root, frames_dir, FRAME_PATTERN)
+        )
         if timing is None:
             continue
-        emotion = row.text("emotion")
         record = {
             "dataset": DATASET,
             "subject": subject,
             "clip_id": clip,
-            "frames_dir": f"{prefix}{_emotion_folder(root, prefix, emotion)}/{clip}",
+            "frames_dir": frames_dir,
             "frame_pattern": FRAME_PATTERN,
             **timing_fields(timing, FPS),
-            "au": resolve_au(row, clip, key, issues),
+            **resolve_au(row, clip, key, issues),
             "emotion": emotion,
             "label3": resolve_label3(emotion, row.number, clip, key, issues),
         }

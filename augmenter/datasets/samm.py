@@ -15,13 +15,14 @@ from augmenter.datasets.common import (
     UNKNOWN_EMOTION,
     Issues,
     clip_and_subject,
+    frames_on_disk,
     keep_record,
     label3_of,
-    last_frame_on_disk,
     read_table,
     resolve_au,
     resolve_timing,
     timing_fields,
+    typical_span,
     under_root,
 )
 
@@ -63,6 +64,7 @@ def read_records(
     issues = Issues(str(annotations))
     prefix = under_root(root, "SAMM")
     known = {emotion.lower() for emotion in EMOTIONS}
+    span = typical_span(rows, FPS)
     records: list[tuple[int | None, dict]] = []
     for row in rows:
         parsed = clip_and_subject(row, issues, subject_id)
@@ -71,17 +73,16 @@ def read_records(
         clip, subject = parsed
         key = (subject, clip)
         frames_dir = f"{prefix}{subject}/{clip}"
-        last = last_frame_on_disk(root, frames_dir, FRAME_PATTERN)
-        timing = resolve_timing(row, clip, key, issues, last_frame=last)
+        disk = frames_on_disk(root, frames_dir, FRAME_PATTERN)
+        timing = resolve_timing(row, clip, key, issues, span=span, disk=disk)
         if timing is None:
             continue
         emotion = row.text("emotion")
         label3 = label3_of(emotion)
         if emotion.lower() not in known or label3 is None:
-            issues.add(
-                row.number, clip, UNKNOWN_EMOTION, f"{emotion!r} is not one of {', '.join(EMOTIONS)}", key
-            )
+            detail = f"{emotion!r} is not one of {', '.join(EMOTIONS)}"
             label3 = label3 or ""
+            issues.add(row.number, clip, UNKNOWN_EMOTION, detail, key, outcome=f"kept with label3 {label3!r}")
         record = {
             "dataset": DATASET,
             "subject": subject,
@@ -89,7 +90,7 @@ def read_records(
             "frames_dir": frames_dir,
             "frame_pattern": FRAME_PATTERN,
             **timing_fields(timing, FPS),
-            "au": resolve_au(row, clip, key, issues),
+            **resolve_au(row, clip, key, issues),
             "emotion": emotion,
             "label3": label3,
         }
