@@ -29,20 +29,31 @@ err_console = Console(stderr=True)
 
 @manifest_app.command("build")
 def manifest_build(
-    dataset: str = typer.Option(..., "--dataset", help="casme2 | samm | smic | casme3 | mmew"),
+    dataset: str = typer.Option(
+        ..., "--dataset", help="casme2 | samm | smic | casme3 | mmew | dfme | casme1"
+    ),
     out: Path = typer.Option(..., "--out", help="Manifest CSV to write (problems go to OUT.problems.csv)."),
-    annotations: Path | None = typer.Option(None, "--annotations", help="The dataset's annotation sheet."),
-    root: Path | None = typer.Option(None, "--root", help="Dataset root (frames_dir is relative to it)."),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", help="The dataset's annotation sheet (.xlsx, .xls or CSV)."
+    ),
+    root: Path | None = typer.Option(
+        None, "--root", help="Dataset root (frames_dir is relative to it; timing repairs use its frames)."
+    ),
     check_frames: bool = typer.Option(False, "--check-frames", help="Check every clip's frames exist."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first problem instead of reporting it."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Stop at the first error (documented repairs are not errors); write nothing."
+    ),
     protocol: str | None = typer.Option(None, "--protocol", help="megc2019: keep exactly the GT rows."),
     gt: Path | None = typer.Option(
         None, "--gt", help="MEGC 2019 GT CSV (default: the official file shipped with augmenter)."
     ),
     variant: str | None = typer.Option(None, "--variant", help="CASME II frames: raw | cropped."),
+    persons: Path | None = typer.Option(
+        None, "--persons", help="CSV subject,person[,dataset]: each subject's person (default: one each)."
+    ),
 ) -> None:
     """Read a dataset's annotations into one manifest CSV, reporting every bad row."""
-    from augmenter.datasets import build_manifest_file
+    from augmenter.datasets import build_manifest_file, problems_path
 
     build = build_manifest_file(
         dataset,
@@ -54,9 +65,10 @@ def manifest_build(
         protocol=protocol,
         gt=gt,
         variant=variant,
+        persons=persons,
     )
     build.print_summary(err_console)
-    err_console.print(f"wrote {out}", highlight=False)
+    err_console.print(f"wrote {out} and {problems_path(out)}", highlight=False)
 
 
 @manifest_app.command("check")
