@@ -174,27 +174,27 @@ def score_command(
     device: str = typer.Option("cpu", "--device", help="Torch device for checkpoints, e.g. cpu or cuda:0."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Reuse prepared clips from this folder."),
 ) -> None:
-    """Self-reenactment scores (L1, AKD, AED, flow EPE/cosine) of a generator beside copy-onset."""
+    """Self-reenactment scores of generators beside copy-onset, on one clip set; a re-run resumes."""
     import json
 
-    from rich.progress import Progress
+    from augmenter.score import format_table, score_generators
 
-    from augmenter.score import score_generator
+    def split(values: list[str] | None) -> list[str] | None:
+        return [s for value in values or [] for s in value.split(",") if s] or None
 
-    with Progress(console=err_console, transient=True) as progress:
-        task = progress.add_task("scoring clips", total=None)
-        scores = score_generator(
-            generator,
-            manifest,
-            root,
-            subjects=[s for value in subjects or [] for s in value.split(",") if s] or None,
-            size=size,
-            backend=face_backend,
-            device=device,
-            out=out,
-            cache_dir=cache_dir,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    scores = score_generators(
+        generator,
+        manifest,
+        root,
+        persons=split(persons),
+        subjects=split(subjects),
+        size=size,
+        backend=face_backend,
+        device=device,
+        out=out,
+        cache_dir=cache_dir,
+    )
+    err_console.print(format_table(scores), highlight=False, soft_wrap=True)
     print(json.dumps(scores, indent=2))
 
 

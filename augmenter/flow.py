@@ -111,3 +111,51 @@ def end_point_error(flow: np.ndarray, reference: np.ndarray, mask: np.ndarray | 
             return float("nan")
         error = error[mask]
     return float(error.mean())
+
+
+# AU regions: skin that FACS describes by appearance changes *between* dlib's 68 landmarks, where landmark
+# tracks cannot see the motion. Each is a disk (or one disk per side) placed from the landmarks and sized by
+# the inner-eye-corner distance d = |p42 − p39| (≈ 0.23 of the face width), so the regions scale with the
+# face and need no fixed pixel sizes.
+#   glabella    AU4's vertical furrows: centred between the inner brow ends (21, 22) and the inner eye
+#               corners (39, 42), radius 0.4 d; it holds the nasion (27), the one landmark there.
+#   cheeks      AU6's infraorbital bulge: 0.8 d below the middle of each lower lid (40–41, 46–47) along the
+#               face's down direction (27 → 30) and 0.2 d away from the midline (clear of the nose wing),
+#               radius 0.45 d.
+#   nasolabial  AU10/12's deepened fold (and AU14's dimple region): 0.4 of the way from nose wing to mouth
+#               corner (31 → 48, 35 → 54), moved 0.35 d away from the midline, radius 0.3 d.
+# Every region is clipped to the landmarks' hull (face_mask): on a turned face a disk may reach past the jaw.
+AU_REGIONS: tuple[str, ...] = ("glabella", "cheeks", "nasolabial")
+
+
+def _disk(centre: np.ndarray, radius: float, shape: tuple[int, int]) -> np.ndarray:
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return (cols - centre[0]) ** 2 + (rows - centre[1]) ** 2 <= radius**2
+
+
+def _outward(point: np.ndarray, midline_x: float) -> np.ndarray:
+    """Unit vector along x away from the face's midline (the side `point` is on)."""
+    return np.array([np.sign(point[0] - midline_x) or 1.0, 0.0])
+
+
+def au_region_masks(landmarks68: np.ndarray, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """bool (H, W) masks of the AU regions (AU_REGIONS above) and "au", their union, from 68 landmarks."""
+    points = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+    size = (int(shape[0]), int(shape[1]))
+    d = float(np.linalg.norm(points[42] - points[39]))
+    down = points[30] - points[27]
+    down = down / max(float(np.linalg.norm(down)), 1e-6)
+    midline_x = float(points[27:31, 0].mean())
+    glabella = _disk(points[[21, 22, 39, 42]].mean(axis=0), 0.4 * d, size)
+    cheeks = np.zeros(size, dtype=bool)
+    for lid in ((40, 41), (46, 47)):
+        below = points[list(lid)].mean(axis=0) + 0.8 * d * down
+        cheeks |= _disk(below + 0.2 * d * _outward(below, midline_x), 0.45 * d, size)
+    nasolabial = np.zeros(size, dtype=bool)
+    for wing, corner in ((31, 48), (35, 54)):
+        fold = points[wing] + 0.4 * (points[corner] - points[wing])
+        nasolabial |= _disk(fold + 0.35 * d * _outward(fold, midline_x), 0.3 * d, size)
+    face = face_mask(points, size)
+    masks = {"glabella": glabella & face, "cheeks": cheeks & face, "nasolabial": nasolabial & face}
+    masks["au"] = masks["glabella"] | masks["cheeks"] | masks["nasolabial"]
+    return masks
