@@ -99,3 +99,15 @@ def test_networks_of_a_checkpoint_equal_the_trained_ones(tmp_path, small_config)
     loaded = Networks(load_checkpoint(path)[0]["config"])
     loaded.generator.load_state_dict(load_checkpoint(path)[0]["generator"])
     assert torch.equal(loaded.generator.final.weight, trainer.networks.generator.final.weight)
+
+
+def test_fpfomm_generator_reads_training_persons_and_is_not_training_free(tmp_path, small_config) -> None:
+    trainer = Trainer(merge_config(small_config), torch.device("cpu"))
+    payload = {k: v for k, v in trainer.payload(1, ["casme2/1"], {}).items() if k != "training_persons"}
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, payload)  # written before checkpoints recorded persons: unknown
+    generator = load_generator(old)
+    assert generator.training_persons == () and generator.training_free is False
+    new = tmp_path / "new.pt"
+    save_checkpoint(new, {**payload, "training_persons": ["casme2/1", "samm/006"]})
+    assert load_generator(new).training_persons == ("casme2/1", "samm/006")

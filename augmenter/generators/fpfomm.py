@@ -2,8 +2,9 @@
 
 Relative motion transfer (FOMM's "relative" mode on FP-FOMM's fixed keypoints): the target's 18 AU points move
 by the source's point displacements since onset (tracked, smoothed landmarks; scaled by the ratio of face
-sizes) and the Jacobians become J_d(t) · J_d(0)⁻¹ · J_target. The target is encoded once; frames run in
-chunks.
+sizes) and the Jacobians become J_d(t) · J_d(0)⁻¹ · J_target. The target is encoded once per clip (and kept
+for the next clip of the same target); frames run in chunks. A checkpoint with learned keypoints (an imported
+FOMM file) is run by augmenter.generators.fomm.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from augmenter.errors import UserError
 from augmenter.face.prior import au_points_normalized
 from augmenter.generators.base import PreparedClip, TargetFace
 from augmenter.model.checkpoint import load_checkpoint
+from augmenter.model.config import keypoint_mode
+from augmenter.model.keypoint_detector import keypoint_values
 from augmenter.model.networks import Networks
 from augmenter.prepare import smooth_tracks
 
@@ -51,10 +54,21 @@ def frames_to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def check_frame_size(source: PreparedClip, target: TargetFace, size: int) -> None:
+    """Refuse a clip or target prepared at another size than the weights run at."""
+    if source.frames.shape[1:3] != (size, size) or target.image.shape[:2] != (size, size):
+        raise UserError(
+            f"{source.key} → {target.key}: clip {source.frames.shape[1:3]} / target "
+            f"{target.image.shape[:2]} "
+            f"do not match the checkpoint's size {size}; prepare them at --size {size}"
+        )
+
+
 class FPFOMMGenerator:
     """ClipGenerator over a trained FP-FOMM checkpoint."""
 
     kind = "fp-fomm"
+    training_free = False
 
     def __init__(
         self,
@@ -65,6 +79,7 @@ class FPFOMMGenerator:
         device: torch.device,
         chunk_size: int = 32,
         amp: bool = False,
+        training_persons: tuple[str, ...] = (),
     ) -> None:
         self.networks = networks.to(device).eval()
         # bfloat16 autocast, CUDA only (benchmarks/generator_throughput.py measures speed and pixel error)
@@ -72,20 +87,17 @@ class FPFOMMGenerator:
         self.config = config
         self.checksum = checksum
         self.training_subjects = training_subjects
+        self.training_persons = training_persons
         self.device = device
         self.chunk_size = chunk_size
         self.size = int(config["model"]["size"])
+        self.compat = self.networks.compat
+        # The last target's keypoints and encoder features: a plan that gives one target many source clips in
+        # a row (one worker, one target) encodes it once.
+        self._target_cache: tuple[bytes, bytes, dict[str, torch.Tensor], list[torch.Tensor]] | None = None
 
     def _check(self, source: PreparedClip, target: TargetFace) -> None:
-        if source.frames.shape[1:3] != (self.size, self.size) or target.image.shape[:2] != (
-            self.size,
-            self.size,
-        ):
-            raise UserError(
-                f"{source.key} → {target.key}: clip {source.frames.shape[1:3]} / target "
-                f"{target.image.shape[:2]} "
-                f"do not match the checkpoint's size {self.size}; prepare them at --size {self.size}"
-            )
+        check_frame_size(source, target, self.size)
 
     def driving_keypoints(self, source: PreparedClip, target: TargetFace) -> torch.Tensor:
         """(T, 18, 2) normalised target points moved by the source's displacement since onset."""
@@ -111,10 +123,7 @@ class FPFOMMGenerator:
         tracks = au_points_normalized(keypoint_tracks(source.landmarks, self.config), self.size).to(device)
         driving_points = self.driving_keypoints(source, target).to(device)
         target_image = frames_to_tensor(target.image[None], device)
-        target_points = au_points_normalized(target.landmarks, self.size).to(device)[None]
-        kp_target = kp_detector(target_image, target_points)
-        kp_target["jacobian"] = kp_target["jacobian"].float()  # inverted below: never in half precision
-        source_features = generator.encode(target_image)
+        kp_target, source_features = self.encode_target(target, target_image)
         onset_inverse = None
         outputs = []
         for start in range(0, len(frames), self.chunk_size):
@@ -123,9 +132,12 @@ class FPFOMMGenerator:
             if onset_inverse is None:
                 onset_inverse = torch.linalg.inv(jacobian[:1])
             moved = jacobian @ onset_inverse @ kp_target["jacobian"]
-            kp_driving = {"value": driving_points[start:stop], "jacobian": moved}
+            kp_driving = {
+                "value": keypoint_values(driving_points[start:stop], self.size, self.compat),
+                "jacobian": moved,
+            }
             kp_source = {
-                "value": target_points.expand(stop - start, -1, -1),
+                "value": kp_target["value"].expand(stop - start, -1, -1),
                 "jacobian": kp_target["jacobian"].expand(stop - start, -1, -1, -1),
             }
             prediction = generator(target_image, kp_driving, kp_source, source_features=source_features)[
@@ -134,17 +146,32 @@ class FPFOMMGenerator:
             outputs.append(prediction.float())
         return torch.cat(outputs)
 
+    def encode_target(
+        self, target: TargetFace, target_image: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """The target's keypoints and encoder features, computed once per target and reused while the same
+        target (same pixels and landmarks) comes again."""
+        image_key = target.image.tobytes() + bytes([self.amp])
+        landmark_key = np.asarray(target.landmarks, np.float32).tobytes()
+        cached = self._target_cache
+        if cached is not None and cached[0] == image_key and cached[1] == landmark_key:
+            return cached[2], cached[3]
+        target_points = au_points_normalized(target.landmarks, self.size).to(self.device)[None]
+        kp_target = self.networks.kp_detector(target_image, target_points)
+        kp_target["jacobian"] = kp_target["jacobian"].float()  # inverted later: never in half precision
+        features = self.networks.generator.encode(target_image)
+        self._target_cache = (image_key, landmark_key, kp_target, features)
+        return kp_target, features
 
-def load_fpfomm(path: str | Path, device: str | torch.device = "cpu", amp: bool = False) -> FPFOMMGenerator:
-    """An FP-FOMM ClipGenerator from a checkpoint written by `augmenter train` (checksum = its sha256)."""
-    payload, digest = load_checkpoint(path)
+
+def checkpoint_networks(path: str | Path, payload: dict[str, Any]) -> Networks:
+    """The networks of an augmenter checkpoint with its kp_detector and generator weights loaded."""
     if "config" not in payload or "generator" not in payload:
         raise UserError(
             f"{path}: not an augmenter FP-FOMM checkpoint (no config/generator); train one with "
-            "`augmenter train` (official FOMM weights: import them with augmenter.model.checkpoint)"
+            "`augmenter train` (official FOMM weights: `augmenter checkpoint import FILE --out X.pt`)"
         )
-    config = payload["config"]
-    networks = Networks(config)
+    networks = Networks(payload["config"])
     for name in ("kp_detector", "generator"):
         try:
             getattr(networks, name).load_state_dict(payload[name])
@@ -153,19 +180,41 @@ def load_fpfomm(path: str | Path, device: str | torch.device = "cpu", amp: bool 
                 f"{path}: {name} weights do not fit its own config ({str(exc)[:100]}); "
                 "the checkpoint is damaged"
             ) from exc
+    return networks
+
+
+def _from_payload(
+    path: str | Path, payload: dict[str, Any], digest: str, device: str | torch.device, amp: bool
+) -> FPFOMMGenerator:
     return FPFOMMGenerator(
-        networks,
-        config,
+        checkpoint_networks(path, payload),
+        payload["config"],
         digest,
         tuple(payload.get("training_subjects", ())),
         resolve_device(device),
         amp=amp,
+        training_persons=tuple(payload.get("training_persons", ())),
     )
 
 
-def load_fpfomm_spec(path: Path, device: str = "cpu", size: int | None = None) -> FPFOMMGenerator:
-    """The registry's loader for ".pt" checkpoints: a checkpoint carries its size and refuses another."""
-    generator = load_fpfomm(path, device)
+def load_fpfomm(path: str | Path, device: str | torch.device = "cpu", amp: bool = False) -> FPFOMMGenerator:
+    """An FP-FOMM ClipGenerator from a checkpoint written by `augmenter train` or `augmenter checkpoint
+    import` (checksum = its sha256)."""
+    payload, digest = load_checkpoint(path)
+    return _from_payload(path, payload, digest, device, amp)
+
+
+def load_fpfomm_spec(path: Path, device: str = "cpu", size: int | None = None) -> Any:
+    """The registry's loader for ".pt" checkpoints: a checkpoint carries its size and refuses another; one
+    with learned keypoints (an imported FOMM file) becomes the "fomm" generator."""
+    payload, digest = load_checkpoint(path)
+    if "config" in payload and keypoint_mode(payload["config"]) == "learned":
+        from augmenter.generators.fomm import fomm_generator
+
+        networks = checkpoint_networks(path, payload)
+        generator = fomm_generator(networks, payload["config"], payload, digest, device)
+    else:
+        generator = _from_payload(path, payload, digest, device, amp=False)
     if size is not None and generator.size != size:
         raise UserError(
             f"{path}: checkpoint was trained at {generator.size}px but size {size} was asked; "

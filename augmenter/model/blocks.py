@@ -135,28 +135,41 @@ class Hourglass(nn.Module):
 
 
 class AntiAliasInterpolation2d(nn.Module):
-    """Gaussian blur then bilinear resize on the model's pixel-centre convention (band-limited
-    downsampling)."""
+    """Band-limited downsampling: a Gaussian blur (σ = (1/scale − 1)/2, kernel 2·round(4σ) + 1), then
 
-    def __init__(self, channels: int, scale: float) -> None:
+    - compat "augmenter": edge-replicated blur, bilinear resize on the model's pixel-centre convention (any
+      scale, any size);
+    - compat "fomm": zero-padded blur, then every int(1/scale)-th pixel from the first (FOMM's operator, so
+      imported weights see the inputs they were trained on).
+    """
+
+    def __init__(self, channels: int, scale: float, compat: str = "augmenter") -> None:
         super().__init__()
         self.scale = float(scale)
+        self.compat = compat
         sigma = max((1.0 / self.scale - 1.0) / 2.0, 1e-3)
         kernel_size = 2 * round(sigma * 4) + 1
-        coords = torch.arange(kernel_size, dtype=torch.float32) - (kernel_size - 1) / 2.0
+        # Built on the CPU whatever the default device (a meta-device build for shapes stays cheap).
+        coords = torch.arange(kernel_size, dtype=torch.float32, device="cpu") - (kernel_size - 1) / 2.0
         bump = torch.exp(-(coords**2) / (2 * sigma**2))
         kernel = bump[:, None] * bump[None, :]
         kernel = kernel / kernel.sum()
         self.register_buffer("weight", kernel.expand(channels, 1, kernel_size, kernel_size).clone())
         self.groups = channels
         self.pad = kernel_size // 2
+        self.stride = int(1.0 / self.scale)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.compat == "fomm":
+            return -(-height // self.stride), -(-width // self.stride)
         return max(2, math.floor(height * self.scale + 0.5)), max(2, math.floor(width * self.scale + 0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
             return x
+        if self.compat == "fomm":
+            blurred = F.conv2d(F.pad(x, (self.pad,) * 4), self.weight.to(x.dtype), groups=self.groups)
+            return blurred[:, :, :: self.stride, :: self.stride]
         blurred = F.conv2d(
             F.pad(x, (self.pad,) * 4, mode="replicate"), self.weight.to(x.dtype), groups=self.groups
         )

@@ -14,13 +14,24 @@ from typing import Any
 
 from augmenter.errors import UserError
 
+# "fomm": the numerics of the published FOMM / FP-FOMM code (unpadded keypoint heads, zero-padded warps, the
+# seed's prior channel and keypoint scaling, FOMM's anti-aliased downsampling), so their weights compute what
+# they computed. "augmenter": the project's own choices (augmenter/model/README.md lists each difference). A
+# config without the key (checkpoints written before it existed) is "augmenter".
+COMPAT_MODES: tuple[str, ...] = ("augmenter", "fomm")
+# "prior": FP-FOMM's fixed facial-prior keypoints (18 AU points, extra prior input channel); "learned": FOMM's
+# keypoints, the expectation of each heatmap (no prior channel).
+KEYPOINT_MODES: tuple[str, ...] = ("prior", "learned")
+
 DEFAULTS: dict[str, Any] = {
     "name": "custom",
     "model": {
         "size": 64,
         "num_kp": 18,
         "num_channels": 3,
+        "compat": "augmenter",
         "kp_detector": {
+            "keypoints": "prior",
             "block_expansion": 32,
             "max_features": 1024,
             "num_blocks": 5,
@@ -79,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-CONFIG_NAMES: tuple[str, ...] = ("seed-64", "tiny-64", "paper-256")
+CONFIG_NAMES: tuple[str, ...] = ("seed-64", "tiny-64", "paper-256", "fomm-vox-256")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any], where: str, source: str) -> dict[str, Any]:
@@ -100,7 +111,28 @@ def _merge(base: dict[str, Any], override: dict[str, Any], where: str, source: s
 
 def merge_config(override: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """DEFAULTS updated by `override`; unknown keys are a UserError (a typo must not be silently ignored)."""
-    return _merge(DEFAULTS, override, "", source)
+    config = _merge(DEFAULTS, override, "", source)
+    model_compat(config, source)
+    keypoint_mode(config, source)
+    return config
+
+
+def model_compat(config: dict[str, Any], source: str = "config") -> str:
+    """The config's numerics, "augmenter" when the key is absent (checkpoints written before it existed)."""
+    compat = config["model"].get("compat", "augmenter")
+    if compat not in COMPAT_MODES:
+        raise UserError(f"{source}: model.compat is {compat!r}; use one of {', '.join(COMPAT_MODES)}")
+    return compat
+
+
+def keypoint_mode(config: dict[str, Any], source: str = "config") -> str:
+    """ "prior" (FP-FOMM, the default and what old checkpoints are) or "learned" (FOMM)."""
+    mode = config["model"]["kp_detector"].get("keypoints", "prior")
+    if mode not in KEYPOINT_MODES:
+        raise UserError(
+            f"{source}: model.kp_detector.keypoints is {mode!r}; use one of {', '.join(KEYPOINT_MODES)}"
+        )
+    return mode
 
 
 def load_config(name_or_path: str | Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from augmenter.model.blocks import AntiAliasInterpolation2d, Hourglass
-from augmenter.model.grid import coordinate_grid, gaussian_heatmaps, warp
+from augmenter.model.grid import PADDING_MODES, coordinate_grid, gaussian_heatmaps, warp
 
 
 def relative_jacobians(
@@ -64,9 +64,11 @@ class DenseMotionNetwork(nn.Module):
         background: bool = True,
         estimate_occlusion_map: bool = True,
         head_kernel: int = 7,
+        compat: str = "augmenter",
     ) -> None:
         super().__init__()
         self.num_kp = num_kp
+        self.padding_mode = PADDING_MODES[compat]
         self.background = background
         self.kp_variance = kp_variance
         self.scale_factor = scale_factor
@@ -80,7 +82,7 @@ class DenseMotionNetwork(nn.Module):
             if estimate_occlusion_map
             else None
         )
-        self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+        self.down = AntiAliasInterpolation2d(num_channels, scale_factor, compat)
 
     def forward(
         self,
@@ -102,7 +104,7 @@ class DenseMotionNetwork(nn.Module):
             .expand(batch, motions, channels, height, width)
             .reshape(-1, channels, height, width)
         )
-        deformed = warp(repeated, grids.reshape(-1, height, width, 2)).view(
+        deformed = warp(repeated, grids.reshape(-1, height, width, 2), self.padding_mode).view(
             batch, motions, channels, height, width
         )
         features = torch.cat([heat.unsqueeze(2).to(deformed.dtype), deformed], dim=2).view(

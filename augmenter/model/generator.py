@@ -14,7 +14,7 @@ from torch import nn
 
 from augmenter.model.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, level_features
 from augmenter.model.dense_motion import DenseMotionNetwork
-from augmenter.model.grid import resize_map, warp
+from augmenter.model.grid import PADDING_MODES, resize_map, warp
 
 OUTPUT_MODES: tuple[str, ...] = ("decoder", "blend")
 
@@ -33,13 +33,15 @@ class OcclusionAwareGenerator(nn.Module):
         num_bottleneck_blocks: int = 6,
         output: str = "decoder",
         dense_motion_params: dict | None = None,
+        compat: str = "augmenter",
     ) -> None:
         super().__init__()
         if output not in OUTPUT_MODES:
             raise ValueError(f"generator output {output!r} is not one of {OUTPUT_MODES}")
         self.output = output
+        self.padding_mode = PADDING_MODES[compat]
         self.dense_motion_network = DenseMotionNetwork(
-            num_kp=num_kp, num_channels=num_channels, **(dense_motion_params or {})
+            num_kp=num_kp, num_channels=num_channels, compat=compat, **(dense_motion_params or {})
         )
         occlusion_head = self.dense_motion_network.occlusion
         if output == "blend" and occlusion_head is not None:
@@ -92,7 +94,7 @@ class OcclusionAwareGenerator(nn.Module):
             out = out.expand(batch, *out.shape[1:])
         motion = self.dense_motion_network(source_image, kp_driving, kp_source)
         deformation = motion["deformation"]
-        out = warp(out, deformation)
+        out = warp(out, deformation, self.padding_mode)
         occlusion = motion.get("occlusion_map")
         if occlusion is not None:
             out = out * resize_map(occlusion, *out.shape[-2:]).to(out.dtype)
@@ -100,7 +102,7 @@ class OcclusionAwareGenerator(nn.Module):
         for level, block in enumerate(self.up_blocks):
             out = block(out, size=tuple(encoded[-2 - level].shape[-2:]))
         decoded = torch.sigmoid(self.final(out))
-        deformed = warp(source_image, deformation)
+        deformed = warp(source_image, deformation, self.padding_mode)
         if self.output == "blend" and occlusion is not None:
             visible = resize_map(occlusion, *deformed.shape[-2:]).to(deformed.dtype)
             prediction = visible * deformed + (1.0 - visible) * decoded

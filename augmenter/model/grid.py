@@ -2,9 +2,10 @@
 
 Normalised coordinates follow ``align_corners=True``: x = −1 is the centre of the first pixel column, x = +1
 the centre of the last, so a pixel coordinate p (pixel centres at integers, like dlib landmarks and the
-project's flows) maps to 2p / (S − 1) − 1. Every ``grid_sample`` and every resize of a grid or of a map that
-is compared with a grid uses ``align_corners=True``; mixing conventions shifts an identity warp by up to half
-a pixel, which is as large as a micro-expression.
+project's flows) maps to 2p / (S − 1) − 1 (under ``compat = "fomm"`` the keypoint values alone follow the
+seed's 2p / S − 1, see augmenter/model/README.md). Every ``grid_sample`` and every resize of a grid or of a
+map that is compared with a grid uses ``align_corners=True``; mixing conventions shifts an identity warp by up
+to half a pixel, which is as large as a micro-expression.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import torch
 import torch.nn.functional as F
 
 ALIGN_CORNERS = True
+# What a warp reads outside the frame: "border" repeats the edge pixel (the "augmenter" numerics); FOMM /
+# FP-FOMM sample zeros (``compat = "fomm"``).
+PADDING_MODES: dict[str, str] = {"augmenter": "border", "fomm": "zeros"}
 
 
 def coordinate_grid(
@@ -35,9 +39,9 @@ def normalized_to_pixels(points: torch.Tensor, size: int) -> torch.Tensor:
     return (points + 1.0) * ((size - 1) / 2.0)
 
 
-def warp(image: torch.Tensor, sampling_grid: torch.Tensor) -> torch.Tensor:
+def warp(image: torch.Tensor, sampling_grid: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
     """Backward warp: output(z) = image(sampling_grid(z)); the grid is (B, h, w, 2) and resized to the
-    image."""
+    image; `padding_mode` is what is read outside the frame ("border" or FOMM's "zeros")."""
     height, width = image.shape[-2:]
     if sampling_grid.shape[1:3] != (height, width):
         sampling_grid = resize_grid(sampling_grid, height, width)
@@ -45,7 +49,7 @@ def warp(image: torch.Tensor, sampling_grid: torch.Tensor) -> torch.Tensor:
         image,
         sampling_grid.to(image.dtype),
         mode="bilinear",
-        padding_mode="border",
+        padding_mode=padding_mode,
         align_corners=ALIGN_CORNERS,
     )
 
