@@ -162,10 +162,20 @@ def train_command(
 
 @app.command("score")
 def score_command(
-    generator: str = typer.Option(..., "--generator", help="'landmark-tps' or an FP-FOMM checkpoint (.pt)."),
+    generator: list[str] = typer.Option(
+        ...,
+        "--generator",
+        help="One table row, repeatable: [NAME=]SPEC[,SPEC...]; SPEC = landmark-tps, demo-oracle:ROOT or a "
+        "checkpoint. Several SPECs make one row: each clip is scored by the first that never saw its person.",
+    ),
     manifest: Path = typer.Option(..., "--manifest", help="Manifest CSV of the held-out clips to score on."),
     root: Path = typer.Option(..., "--root", help="Dataset root the manifest's frames_dir paths are under."),
-    out: Path = typer.Option(..., "--out", help="scores.json to write (atomically)."),
+    out: Path = typer.Option(
+        ..., "--out", help="scores.json to write (atomically); per-clip results go to OUT.clips.jsonl."
+    ),
+    persons: list[str] | None = typer.Option(
+        None, "--persons", help="Persons to score (manifest person column; repeatable or comma-separated)."
+    ),
     subjects: list[str] | None = typer.Option(
         None, "--subjects", help="Subjects to score ('1' or 'casme2/1'; repeatable or comma-separated)."
     ),
