@@ -280,6 +280,8 @@ def test_import_records_trained_on_persons_and_export_round_trips(tmp_path) -> N
     unknown = tmp_path / "unknown.pt"
     import_checkpoint(path, unknown, size=64)
     assert load_generator(unknown).training_persons == ()
+    with pytest.raises(UserError, match="already an augmenter checkpoint"):
+        import_checkpoint(out, tmp_path / "again.pt")
     exported = tmp_path / "exported.pth.tar"
     notes = export_checkpoint(out, exported)
     assert any("256" in note for note in notes)  # the seed's prior is hard-coded to 256²
@@ -299,3 +301,26 @@ def test_fomm_file_imported_as_pt_is_the_fomm_kind(tmp_path) -> None:
     save_checkpoint(tmp_path / "x.pt", {"step": 1})  # not a checkpoint with networks
     with pytest.raises(UserError, match="nothing to export"):
         export_checkpoint(tmp_path / "x.pt", tmp_path / "y.pth.tar")
+
+
+def test_checkpoint_import_command_records_persons_and_refuses_in_one_line(tmp_path) -> None:
+    """`augmenter checkpoint import` as users run it (the installed console script)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "augmenter"
+    path, _ = fomm_file(tmp_path, load_config("seed-64"), "seed.pth.tar")
+    out = tmp_path / "seed.pt"
+
+    def run(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(script), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+    done = run(
+        "checkpoint", "import", path, "--out", out, "--trained-on", "a,b", "--trained-on", "c", "--size", 64
+    )
+    assert done.returncode == 0, done.stderr
+    assert "fp-fomm, 18 keypoints, compat fomm" in done.stdout
+    assert load_checkpoint(out)[0]["training_persons"] == ["a", "b", "c"]
+    refused = run("checkpoint", "import", path, "--out", tmp_path / "x.pt", "--size", 60)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1

@@ -24,17 +24,6 @@ from augmenter.model.networks import Networks
 FOMM_SIZE = 256  # vox-256: the size FOMM's face weights were trained at
 
 
-def valid_size(config: dict[str, Any], size: int) -> str | None:
-    """Why `size` does not fit the layout (FOMM's downsampling takes every k-th pixel, then halves per block),
-    or None."""
-    model = config["model"]
-    for part in ("kp_detector", "dense_motion"):
-        step = round(1 / model[part]["scale_factor"]) * 2 ** model[part]["num_blocks"]
-        if size % step:
-            return f"{part} needs a multiple of {step} px"
-    return None
-
-
 class FOMMGenerator:
     """ClipGenerator over FOMM weights (learned keypoints)."""
 
@@ -124,11 +113,6 @@ def load_fomm(path: str | Path, device: str | torch.device = "cpu", size: int | 
         raise UserError(
             f"{path}: an FP-FOMM (facial-prior) file, not FOMM's learned-keypoint layout; convert it with "
             "`augmenter checkpoint import` and use the .pt it writes"
-        )
-    problem = valid_size(config, size)
-    if problem:
-        raise UserError(
-            f"{path}: size {size} does not fit this FOMM layout ({problem}); use --size {FOMM_SIZE}"
         )
     networks = Networks(config)
     check_fit(networks, payload, str(path), config["name"], parts=INFERENCE_NETWORKS)

@@ -248,6 +248,15 @@ def config_from_state(
 
     model = layout_from_state(state, source)
     model.update(size=int(size), compat=compat)
+    if compat == "fomm":
+        for part in ("kp_detector", "dense_motion"):
+            # FOMM's downsampling takes every k-th pixel, then each hourglass block halves without rounding.
+            step = round(1 / model[part]["scale_factor"]) * 2 ** model[part]["num_blocks"]
+            if size % step:
+                raise UserError(
+                    f"{source}: size {size} does not fit this layout ({part} needs a multiple of {step} px); "
+                    "use --size 256 for the published weights"
+                )
     config = merge_config(
         {"model": model, "train": {"pairs": "random", "tracked_keypoints": False, "teacher_flow": 0.0}},
         source,
@@ -360,6 +369,8 @@ def import_checkpoint(
     nothing is recorded, which the leakage guard reads as unknown. Returns (sha256, config).
     """
     payload, digest = load_checkpoint(path)
+    if "config" in payload:
+        raise UserError(f"{path}: already an augmenter checkpoint (it carries its config); use it as it is")
     config = config_from_state(payload, size=size, compat=compat, source=str(path))
     from augmenter.model.networks import Networks
 
