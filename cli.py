@@ -21,6 +21,10 @@ manifest_app = typer.Typer(no_args_is_help=True, help="Build and check manifests
 cluster_app = typer.Typer(no_args_is_help=True, help="Cluster helpers (SLURM scripts).")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(cluster_app, name="cluster")
+checkpoint_app = typer.Typer(
+    no_args_is_help=True, help="Import FOMM / FP-FOMM weights; export ours to their file layout."
+)
+app.add_typer(checkpoint_app, name="checkpoint")
 err_console = Console(stderr=True)
 
 
@@ -349,6 +353,46 @@ def cluster_slurm_script(
         ),
         nl=False,
     )
+
+
+# --- checkpoint commands ---
+
+
+@checkpoint_app.command("import")
+def checkpoint_import(
+    path: Path = typer.Argument(
+        ..., help="A FOMM / FP-FOMM checkpoint (.pth.tar) as their training wrote it."
+    ),
+    out: Path = typer.Option(..., help="augmenter checkpoint (.pt) to write."),
+    trained_on: list[str] | None = typer.Option(
+        None,
+        help="Persons the weights were trained on (repeat or comma-join). Without it nothing is recorded: "
+        "the training set is unknown and the strict leakage guard refuses the generator.",
+    ),
+    compat: str = typer.Option(
+        "fomm", help="Numerics: fomm (compute what the weights computed) | augmenter."
+    ),
+    size: int = typer.Option(256, help="Frame size the weights run at (the published weights: 256)."),
+) -> None:
+    """Convert foreign weights into an augmenter checkpoint; the layout is read off the file's tensors."""
+    from augmenter.model.checkpoint import import_checkpoint
+
+    digest, config = import_checkpoint(path, out, tuple(_split_values(trained_on)), compat=compat, size=size)
+    kind = "fomm" if config["model"]["kp_detector"]["keypoints"] == "learned" else "fp-fomm"
+    typer.echo(f"{out}: {kind}, {config['model']['num_kp']} keypoints, compat {compat}, sha256 {digest[:12]}")
+
+
+@checkpoint_app.command("export")
+def checkpoint_export(
+    path: Path = typer.Argument(..., help="An augmenter checkpoint (.pt)."),
+    out: Path = typer.Option(..., help="FOMM-layout file to write (.pth.tar)."),
+) -> None:
+    """Write a checkpoint in FOMM's layout (kp_detector / generator / discriminator state dicts)."""
+    from augmenter.model.checkpoint import export_checkpoint
+
+    for note in export_checkpoint(path, out):
+        err_console.print(f"note: {note}")
+    typer.echo(str(out))
 
 
 # --- evaluate ---
