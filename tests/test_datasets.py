@@ -673,6 +673,7 @@ def test_casme3_v2_text_cells_and_repairs(tmp_path: Path) -> None:
 def test_casme3_v1_xls(tmp_path: Path) -> None:
     """The v1 label file is an old binary .xls (numbers as numbers), read through xlrd."""
     import xlwt  # a test extra that writes .xls; reading goes through xlrd, a dependency
+
     workbook = xlwt.Workbook()
     sheet = workbook.add_sheet("Sheet1")
     for r, row in enumerate([CASME3_HEADER, *CASME3_ROWS]):
@@ -768,6 +769,11 @@ def test_persons_file_names_the_person_behind_each_subject(tmp_path: Path) -> No
     assert list(build.frame.columns) == list(MANIFEST_COLUMNS)
     persons.write_text("subject,who\n1,P-A\n")
     with pytest.raises(UserError, match="persons file lacks columns"):
+        build_manifest("casme2", CASME2_2019, None, persons=persons)
+    persons.write_text(
+        "subject,person,dataset\n01,P-A,casme2\n006,P-B,samm\n"
+    )  # "01" is not how CASME II writes 1
+    with pytest.raises(UserError, match="1 subject.s. not in the casme2 annotations, first 'casme2/01'"):
         build_manifest("casme2", CASME2_2019, None, persons=persons)
 
 

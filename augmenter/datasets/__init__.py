@@ -31,6 +31,7 @@ from augmenter.errors import UserError
 from augmenter.manifest import (
     LABEL3_CLASSES,
     Problem,
+    fold_key,
     read_manifest,
     read_person_map,
     with_persons,
@@ -196,6 +197,8 @@ def build_manifest(
         raise UserError(f"--variant applies to casme2 only, not {dataset}")
     records, issues = read_records(annotations, root, check_frames=check_frames, **options)
     records = drop_duplicates(records, issues)
+    if person_map:
+        _check_persons(person_map, dataset, {record["subject"] for _, record in records}, persons)
     gt_rows = gt_matched = None
     if protocol is not None:
         records, problems, gt_rows, gt_matched = _apply_protocol(dataset, records, issues, gt, annotations)
@@ -217,6 +220,19 @@ def build_manifest(
     frame = to_frame(record for _, record in records)
     frame = with_persons(frame.drop(columns="person"), person_map)[list(frame.columns)]
     return ManifestBuild(dataset, frame, problems, protocol, gt_rows, gt_matched)
+
+
+def _check_persons(person_map: dict[str, str], dataset: str, subjects: set[str], path: Path | None) -> None:
+    """A persons entry for this dataset that names no subject of the sheet is a typo (`01` for `1`), not a
+    choice: refuse it rather than leave that subject its own person silently."""
+    known = {fold_key(dataset, subject) for subject in subjects}
+    unknown = sorted(key for key in person_map if key.startswith(f"{dataset}/") and key not in known)
+    if unknown:
+        example = sorted(known)[0] if known else f"{dataset}/..."
+        raise UserError(
+            f"{path}: {len(unknown)} subject(s) not in the {dataset} annotations, first {unknown[0]!r} "
+            f"(subjects are written like {example!r}); fix the persons file"
+        )
 
 
 def write_problems(problems: list[Problem], path: Path) -> Path:
