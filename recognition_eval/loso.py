@@ -1,25 +1,40 @@
-"""Leave-one-subject-out training: a fresh recognizer per test subject, fixed schedule, no test-time choice.
+"""Leave-one-PERSON-out training with equal budgets: a fresh recognizer per (arm, seed, test person).
 
-Every fold trains for exactly `spec.epochs` epochs and the final weights predict the held-out subject;
-nothing about the test subject (labels, scores, epoch choice) reaches training. Inputs are standardised per
-channel with the training samples' statistics only. The loss is class-weighted cross-entropy (weights from
-the training labels), so the majority class does not swallow UF1.
+- Folds are persons (the manifest's `person` column): a person filmed as two subjects is one fold, so no fold
+  trains on the person it tests.
+- Equal budgets: every model of every arm trains for the same number of optimiser steps with the same batch
+  size, learning rate and schedule. The baseline re-samples its real clips (epoch-style: every real clip once
+  before any repeats); an arm draws `synthetic_per_batch` of each batch from its synthetic clips and the rest
+  from the real ones, so arms differ in the data only. A fold the guard leaves without synthetic clips
+  trains exactly the baseline's model (same initial weights, same batches).
+- No test-time choice: the last weights predict the held-out person; nothing about it reaches training.
+  Inputs are standardised with the fold's real training clips; the loss is cross-entropy weighted by the
+  inverse class frequency of what the model is actually fed.
+
+Cost: every model of a group trains at once as one batched model (torch.func.stack_module_state +
+functional_call + vmap); Adam is elementwise, so one Adam over the stacked weights is every model's own Adam.
+BatchNorm stays: its running statistics are stacked per model and passed to functional_call, so each model
+normalises with its own batch statistics and keeps its own running buffers (vmap updates the stacked buffers
+in place), and evaluation uses them as usual. `train_models(batched=False)` runs the same models one by one
+(the reference the batched path must equal; benchmarks/loso_throughput.py compares the two). Dropout draws
+differ between the two paths (vmap randomness="different"), so only dropout-free nets are bit-comparable.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import math
 import re
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from recognition_eval.models import RecognizerSpec, build_recognizer
 
@@ -33,190 +48,328 @@ def sorted_folds(folds: Sequence[str] | np.ndarray) -> list[str]:
 
 
 def fold_seed(seed: int, fold: str) -> int:
-    """A seed per (run seed, fold) that baseline and augmented runs share, so they differ only in the data."""
+    """A seed per (run seed, fold) that every arm shares: same initial weights, same real-clip order."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{fold}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
+class Budget:
+    """The training budget every model gets: steps of `batch` samples; synthetic_per_batch of each batch come
+    from the arm's synthetic clips when the fold has any (0 for the baseline and for folds without any).
+    """
+
+    steps: int
+    batch: int
+    synthetic_per_batch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch < 2:
+            raise ValueError(f"a budget needs ≥ 1 step and batches of ≥ 2 (got {self.steps}, {self.batch})")
+        if not 0 <= self.synthetic_per_batch < self.batch:
+            raise ValueError(f"synthetic_per_batch must be in [0, {self.batch - 1}]")
+
+    @property
+    def ratio(self) -> str:
+        """real:synthetic per batch, e.g. "8:8"."""
+        return f"{self.batch - self.synthetic_per_batch}:{self.synthetic_per_batch}"
+
+
+def budget_for(spec: RecognizerSpec, n_train_real: Sequence[int], synthetic_share: float) -> Budget:
+    """spec.epochs passes over the median real training set of the folds, in batches of spec.batch; the
+    share of each batch that an arm draws from synthetic clips, rounded (at least one clip when > 0).
+    """
+    median = float(np.median(np.asarray(n_train_real))) if len(n_train_real) else 0.0
+    steps = max(1, int(spec.epochs * math.ceil(max(median, 1.0) / spec.batch)))
+    if not 0.0 <= synthetic_share < 1.0:
+        raise ValueError(f"synthetic share must be in [0, 1) (got {synthetic_share})")
+    per_batch = int(round(synthetic_share * spec.batch))
+    per_batch = min(spec.batch - 1, max(1, per_batch)) if synthetic_share > 0 else 0
+    return Budget(steps=steps, batch=spec.batch, synthetic_per_batch=per_batch)
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """One model to train: its arm, seed and test person, real rows by position, and its synthetic samples
+    (positions in the shared synthetic array, with this arm's labels — permuted for a shuffled arm).
+    """
+
+    arm: str
+    seed: int
+    fold: str
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    synthetic_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    synthetic_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    synthetic_ids: tuple[str, ...] = ()
+
+    @property
+    def model_seed(self) -> int:
+        return fold_seed(self.seed, self.fold)
+
+
+@dataclass(frozen=True)
 class FoldOutcome:
-    """Predictions of one fold plus what went into its training set."""
+    """Predictions of one model plus what it trained on and how training ended."""
 
     fold: str
     seed: int
-    variant: str  # "baseline" | "augmented"
+    arm: str
     test_rows: np.ndarray  # positions in the evaluation's real-sample table
     predictions: np.ndarray
     n_train_real: int
     n_train_synthetic: int
-    synthetic_ids: tuple[str, ...]  # the synthetic clips this fold's model actually trained on
+    synthetic_ids: tuple[str, ...]  # the synthetic clips this model could draw from
+    steps: int
+    batch: int
+    synthetic_per_batch: int  # 0 when the fold got no synthetic clip
+    final_loss: float  # mean training loss over the last tenth of the steps
     seconds: float
 
 
-@dataclass(frozen=True)
-class FoldPlan:
-    """What one fold trains and tests on: real rows by position, synthetic clips by pool row."""
-
-    fold: str
-    seed: int
-    train_rows: np.ndarray
-    test_rows: np.ndarray
-    synthetic_rows: np.ndarray  # row labels of the synthetic pool table (empty for the baseline)
+def _stream(rng: np.random.Generator, pool: np.ndarray, length: int) -> np.ndarray:
+    """`length` draws from `pool`, epoch-style: a fresh permutation each pass, no repeats within a pass."""
+    if length == 0:
+        return np.zeros(0, np.int64)
+    passes = math.ceil(length / len(pool))
+    return np.concatenate([pool[rng.permutation(len(pool))] for _ in range(passes)])[:length]
 
 
-def plan_folds(
-    folds_of_rows: np.ndarray,
-    seeds: Sequence[int],
-    synthetic_table: pd.DataFrame | None = None,
-    strict: bool = True,
-    max_ratio: float | None = None,
-) -> list[FoldPlan]:
-    """One plan per (seed, test subject): the other subjects' real clips train, the subject's clips test, and
-    the synthetic clips the leakage guard allows (capped at max_ratio × real training clips) are added.
+def batch_schedule(
+    task: ModelTask, budget: Budget, real_y: np.ndarray, n_real: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(steps, batch) positions into [real samples; synthetic samples], their labels, and the synthetic
+    count per batch actually used (0 when the task has no synthetic sample).
+
+    The real stream depends only on (seed, fold), so every arm's real draws start alike and a task without
+    synthetic samples gets exactly the baseline's schedule.
     """
-    from recognition_eval.synthetic import allowed_for_fold, cap_synthetic
-
-    folds_of_rows = np.asarray(folds_of_rows)
-    plans = []
-    for seed in seeds:
-        for fold in sorted_folds(folds_of_rows):
-            train_rows = np.flatnonzero(folds_of_rows != fold)
-            synthetic = np.zeros(0, dtype=np.int64)
-            if synthetic_table is not None and len(synthetic_table):
-                allowed = allowed_for_fold(synthetic_table, fold, strict=strict)
-                synthetic = cap_synthetic(
-                    allowed, len(train_rows), max_ratio, fold_seed(seed, fold)
-                ).index.to_numpy()
-            plans.append(FoldPlan(fold, seed, train_rows, np.flatnonzero(folds_of_rows == fold), synthetic))
-    return plans
-
-
-def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    mean = train.mean(axis=(0, 2, 3), keepdims=True)
-    std = train.std(axis=(0, 2, 3), keepdims=True) + 1e-6
-    return [(a - mean) / std for a in (train, *others)]
+    synthetic = budget.synthetic_per_batch if len(task.synthetic_rows) else 0
+    real_count = budget.batch - synthetic
+    train_rows = np.asarray(task.train_rows, np.int64)
+    if len(train_rows) == 0:
+        raise ValueError(f"fold {task.fold}: no real training sample")
+    real = _stream(np.random.default_rng([task.model_seed, 0]), train_rows, budget.steps * real_count)
+    real = real.reshape(budget.steps, real_count)
+    labels = np.asarray(real_y, np.int64)[real]
+    if synthetic:
+        draw = _stream(
+            np.random.default_rng([task.model_seed, 1]),
+            np.arange(len(task.synthetic_rows)),
+            budget.steps * synthetic,
+        ).reshape(budget.steps, synthetic)
+        positions = np.concatenate([real, n_real + np.asarray(task.synthetic_rows, np.int64)[draw]], axis=1)
+        labels = np.concatenate([labels, np.asarray(task.synthetic_labels, np.int64)[draw]], axis=1)
+        return positions, labels, synthetic
+    return real, labels, 0
 
 
-def train_and_predict(
+def _class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse frequency of each class in what the model is fed (0 for a class it never sees)."""
+    counts = np.bincount(labels.ravel(), minlength=n_classes).astype(np.float64)
+    return np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0).astype(np.float32)
+
+
+def _weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-model class-weighted cross-entropy over (M, B, K) logits: PyTorch's weighted mean, per model."""
+    log_p = F.log_softmax(logits, dim=-1)
+    nll = -log_p.gather(-1, labels[..., None]).squeeze(-1)
+    w = weights.gather(1, labels)
+    return (w * nll).sum(dim=1) / w.sum(dim=1).clamp_min(1e-12)
+
+
+@dataclass
+class _Prepared:
+    """Everything a group of models needs, as tensors (M leading)."""
+
+    positions: np.ndarray  # (M, steps, batch)
+    labels: torch.Tensor  # (M, steps, batch)
+    weights: torch.Tensor  # (M, K)
+    mean: torch.Tensor  # (M, 1, C, 1, 1)
+    std: torch.Tensor
+    synthetic_used: list[int]
+
+
+def _prepare(
+    tasks: Sequence[ModelTask], budget: Budget, real_x: np.ndarray, real_y: np.ndarray, n_classes: int
+) -> _Prepared:
+    schedules = [batch_schedule(t, budget, real_y, len(real_x)) for t in tasks]
+    means, stds = [], []
+    for task in tasks:
+        train = real_x[np.asarray(task.train_rows, np.int64)]
+        means.append(train.mean(axis=(0, 2, 3)))
+        stds.append(train.std(axis=(0, 2, 3)) + 1e-6)
+    shape = (len(tasks), 1, real_x.shape[1], 1, 1)
+    return _Prepared(
+        positions=np.stack([s[0] for s in schedules]),
+        labels=torch.from_numpy(np.stack([s[1] for s in schedules])),
+        weights=torch.from_numpy(np.stack([_class_weights(s[1], n_classes) for s in schedules])),
+        mean=torch.from_numpy(np.stack(means).astype(np.float32)).reshape(shape),
+        std=torch.from_numpy(np.stack(stds).astype(np.float32)).reshape(shape),
+        synthetic_used=[s[2] for s in schedules],
+    )
+
+
+def _build(spec: RecognizerSpec, tasks: Sequence[ModelTask], n_classes: int) -> list[torch.nn.Module]:
+    models = []
+    for task in tasks:
+        torch.manual_seed(task.model_seed)
+        models.append(build_recognizer(spec, n_classes))
+    return models
+
+
+def _test_inputs(tasks: Sequence[ModelTask], real_x: np.ndarray) -> tuple[torch.Tensor, list[int]]:
+    """(M, T_max, C, H, W) test samples, padded with each model's first test sample; and the true lengths."""
+    lengths = [len(t.test_rows) for t in tasks]
+    longest = max(1, max(lengths))
+    empty = np.zeros(longest, np.int64)
+    rows = [
+        np.resize(np.asarray(t.test_rows, np.int64), longest) if n else empty
+        for t, n in zip(tasks, lengths, strict=True)
+    ]
+    return torch.from_numpy(real_x[np.stack(rows)]), lengths
+
+
+def _train_batched(
     spec: RecognizerSpec,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
+    tasks: Sequence[ModelTask],
+    data: torch.Tensor,
+    real_x: np.ndarray,
+    prepared: _Prepared,
+    budget: Budget,
     n_classes: int,
-    seed: int,
-    device: str = "cpu",
-) -> np.ndarray:
-    """Train a fresh `spec` network on (x_train, y_train) for spec.epochs epochs; argmax predictions."""
-    if len(x_test) == 0:
-        return np.zeros(0, dtype=np.int64)
-    x_train, x_test = _standardise(np.asarray(x_train, np.float32), np.asarray(x_test, np.float32))
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    target_device = torch.device(device)
-    model = build_recognizer(spec, n_classes).to(target_device)
-    counts = np.bincount(y_train, minlength=n_classes).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=target_device))
-    optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    inputs = torch.from_numpy(np.ascontiguousarray(x_train)).to(target_device)
-    labels = torch.from_numpy(np.asarray(y_train, np.int64)).to(target_device)
-    model.train()
-    for _ in range(spec.epochs):
-        order = torch.randperm(len(inputs), generator=generator).to(target_device)
-        for start in range(0, len(order), spec.batch):
-            batch = order[start : start + spec.batch]
-            if len(batch) < 2 and len(order) >= 2:
-                continue  # a batch of one breaks BatchNorm statistics; its sample is seen in other epochs
-            optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model(inputs[batch]), labels[batch])
-            loss.backward()
-            optimiser.step()
-    model.eval()
+    device: torch.device,
+    on_step: Callable[[int], None] | None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    from torch.func import functional_call, stack_module_state
+
+    models = [m.to(device) for m in _build(spec, tasks, n_classes)]
+    params, buffers = stack_module_state(models)
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    del models
+
+    def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(skeleton, (p, b), (x,))
+
+    batched = torch.vmap(forward, randomness="different")
+    optimiser = torch.optim.Adam(list(params.values()), lr=spec.lr, weight_decay=spec.weight_decay)
+    labels, weights = prepared.labels.to(device), prepared.weights.to(device)
+    mean, std = prepared.mean.to(device), prepared.std.to(device)
+    losses = np.zeros((len(tasks), budget.steps), np.float32)
+    skeleton.train()
+    for step in range(budget.steps):
+        index = torch.from_numpy(prepared.positions[:, step]).to(device)
+        x = (data[index] - mean) / std
+        loss = _weighted_loss(batched(params, buffers, x), labels[:, step], weights)
+        optimiser.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimiser.step()
+        losses[:, step] = loss.detach().cpu().numpy()
+        if on_step is not None:
+            on_step(len(tasks))
+    skeleton.eval()
+    test_x, lengths = _test_inputs(tasks, real_x)
     with torch.no_grad():
-        logits = model(torch.from_numpy(np.ascontiguousarray(x_test)).to(target_device))
-    return logits.argmax(dim=1).cpu().numpy().astype(np.int64)
+        logits = batched(params, buffers, (test_x.to(device) - mean) / std)
+    predictions = logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
+    return [predictions[k, :n] for k, n in enumerate(lengths)], losses
 
 
-def run_fold(
+def _train_one_by_one(
     spec: RecognizerSpec,
-    fold: str,
-    variant: str,
-    seed: int,
+    tasks: Sequence[ModelTask],
+    data: torch.Tensor,
+    real_x: np.ndarray,
+    prepared: _Prepared,
+    budget: Budget,
+    n_classes: int,
+    device: torch.device,
+    on_step: Callable[[int], None] | None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    losses = np.zeros((len(tasks), budget.steps), np.float32)
+    predictions = []
+    test_x, lengths = _test_inputs(tasks, real_x)
+    for k, model in enumerate(_build(spec, tasks, n_classes)):
+        model = model.to(device)
+        optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        labels, weights = prepared.labels[k : k + 1].to(device), prepared.weights[k : k + 1].to(device)
+        mean, std = prepared.mean[k].to(device), prepared.std[k].to(device)
+        model.train()
+        for step in range(budget.steps):
+            x = (data[torch.from_numpy(prepared.positions[k, step]).to(device)] - mean) / std
+            loss = _weighted_loss(model(x)[None], labels[:, step], weights)
+            optimiser.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimiser.step()
+            losses[k, step] = float(loss.detach())
+            if on_step is not None:
+                on_step(1)
+        model.eval()
+        with torch.no_grad():
+            logits = model((test_x[k].to(device) - mean) / std)
+        predictions.append(logits.argmax(dim=-1).cpu().numpy().astype(np.int64)[: lengths[k]])
+    return predictions, losses
+
+
+def train_models(
+    spec: RecognizerSpec,
+    tasks: Sequence[ModelTask],
     real_x: np.ndarray,
     real_y: np.ndarray,
-    train_rows: np.ndarray,
-    test_rows: np.ndarray,
     synthetic_x: np.ndarray,
-    synthetic_y: np.ndarray,
+    budget: Budget,
     n_classes: int,
-    synthetic_ids: Sequence[str] = (),
     device: str = "cpu",
-    synthetic_pick: np.ndarray | None = None,
+    batched: bool = True,
     torch_threads: int | None = None,
-) -> FoldOutcome:
-    """One LOSO fold: real training rows (+ the synthetic samples chosen for this fold) → test predictions.
+    on_step: Callable[[int], None] | None = None,
+) -> list[FoldOutcome]:
+    """Train every task's model on its schedule and predict its test person; one FoldOutcome per task.
 
-    synthetic_pick: positions in synthetic_x/y of this fold's synthetic samples (None = all), so a pool
-    shared by every fold goes to the workers once. The seed is fold_seed(seed, fold), identical for
-    baseline and augmented. A self-contained function of arrays: it runs the same in-process and as a
-    Dask task.
+    A self-contained function of arrays: it runs the same in-process and as a Dask task. `on_step(n)` is
+    called as n model-steps finish (progress).
     """
+    if not tasks:
+        return []
     previous_threads = torch.get_num_threads()
     if torch_threads is not None:
-        # Tiny nets gain nothing from intra-op threads, and on a busy machine 2 spinning threads can be 6×
+        # Small nets gain nothing from intra-op threads, and on a busy machine 2 spinning threads can be 6×
         # slower than one; restored afterwards so an in-process caller keeps its own setting.
         torch.set_num_threads(torch_threads)
-    if synthetic_pick is not None:
-        synthetic_x, synthetic_y = synthetic_x[synthetic_pick], synthetic_y[synthetic_pick]
+    started = time.perf_counter()
     try:
-        return _run_fold(
-            spec, fold, variant, seed, real_x, real_y, train_rows, test_rows, synthetic_x, synthetic_y,
-            n_classes, synthetic_ids, device,
-        )  # fmt: skip
+        target = torch.device(device)
+        real_x = np.ascontiguousarray(real_x, np.float32)
+        synthetic_x = np.asarray(synthetic_x, np.float32).reshape(-1, *real_x.shape[1:])
+        data = torch.from_numpy(np.concatenate([real_x, synthetic_x])).to(target)
+        prepared = _prepare(tasks, budget, real_x, real_y, n_classes)
+        run = _train_batched if batched else _train_one_by_one
+        predictions, losses = run(spec, tasks, data, real_x, prepared, budget, n_classes, target, on_step)
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _run_fold(
-    spec: RecognizerSpec,
-    fold: str,
-    variant: str,
-    seed: int,
-    real_x: np.ndarray,
-    real_y: np.ndarray,
-    train_rows: np.ndarray,
-    test_rows: np.ndarray,
-    synthetic_x: np.ndarray,
-    synthetic_y: np.ndarray,
-    n_classes: int,
-    synthetic_ids: Sequence[str],
-    device: str,
-) -> FoldOutcome:
-    started = time.perf_counter()
-    x_train = real_x[train_rows]
-    y_train = real_y[train_rows]
-    if len(synthetic_x) != len(synthetic_ids) and len(synthetic_ids):
-        raise ValueError(f"fold {fold}: {len(synthetic_x)} synthetic samples but {len(synthetic_ids)} ids")
-    if len(synthetic_x):
-        x_train = np.concatenate([x_train, synthetic_x])
-        y_train = np.concatenate([y_train, synthetic_y])
-    predictions = train_and_predict(
-        spec, x_train, y_train, real_x[test_rows], n_classes, fold_seed(seed, fold), device=device
-    )
-    return FoldOutcome(
-        fold=fold,
-        seed=seed,
-        variant=variant,
-        test_rows=np.asarray(test_rows),
-        predictions=predictions,
-        n_train_real=len(train_rows),
-        n_train_synthetic=len(synthetic_x),
-        synthetic_ids=tuple(synthetic_ids),
-        seconds=time.perf_counter() - started,
-    )
+    seconds = (time.perf_counter() - started) / len(tasks)
+    tail = max(1, budget.steps // 10)
+    return [
+        FoldOutcome(
+            fold=task.fold,
+            seed=task.seed,
+            arm=task.arm,
+            test_rows=np.asarray(task.test_rows),
+            predictions=np.asarray(predictions[k], np.int64),
+            n_train_real=len(task.train_rows),
+            n_train_synthetic=len(task.synthetic_rows),
+            synthetic_ids=tuple(task.synthetic_ids),
+            steps=budget.steps,
+            batch=budget.batch,
+            synthetic_per_batch=prepared.synthetic_used[k],
+            final_loss=float(losses[k, -tail:].mean()),
+            seconds=seconds,
+        )
+        for k, task in enumerate(tasks)
+    ]
 
 
 def array_digest(*arrays: np.ndarray) -> str:
-    """sha256 of arrays' dtype, shape and bytes: a training set's identity for the fold cache."""
+    """sha256 of arrays' dtype, shape and bytes: a training set's identity for the model cache."""
     digest = hashlib.sha256()
     for array in arrays:
         array = np.ascontiguousarray(array)
@@ -225,25 +378,25 @@ def array_digest(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def fold_cache_key(call: dict, real_digest: str, synthetic_digest: str = "") -> str:
-    """Everything that decides a fold's predictions: schedule, fold, variant, seed and the exact data
-    (the digests of the real and synthetic sample arrays, and which rows of them this fold uses).
+def model_cache_key(
+    spec: RecognizerSpec, budget: Budget, task: ModelTask, real_digest: str, synthetic_x: np.ndarray
+) -> str:
+    """Everything that decides a model's predictions: schedule, budget, arm, fold, seed and the exact data
+    (the real samples' digest, which rows it trains and tests on, its synthetic samples and their labels).
     """
-    spec = call["spec"]
-    head = json.dumps(
-        [asdict(spec), call["fold"], call["variant"], int(call["seed"]), real_digest, synthetic_digest],
-        default=str,
-    )
+    head = json.dumps([asdict(spec), asdict(budget), task.arm, task.fold, int(task.seed), real_digest])
+    rows = np.asarray(task.synthetic_rows, np.int64)
     data = array_digest(
-        np.asarray(call["train_rows"]),
-        np.asarray(call["test_rows"]),
-        np.asarray(call["synthetic_pick"] if call.get("synthetic_pick") is not None else [], np.int64),
+        np.asarray(task.train_rows, np.int64),
+        np.asarray(task.test_rows, np.int64),
+        np.asarray(synthetic_x[rows] if len(rows) else np.zeros(0, np.float32)),
+        np.asarray(task.synthetic_labels, np.int64),
     )
     return hashlib.sha256((head + data).encode()).hexdigest()[:24]
 
 
 def save_outcome(path: Path, outcome: FoldOutcome) -> None:
-    """Keep a finished fold (atomic), so a rerun after a crash retrains only what is missing."""
+    """Keep a finished model's outcome (atomic), so a rerun after a crash retrains only what is missing."""
     from augmenter.prepare import atomic_savez
 
     meta = {k: v for k, v in asdict(outcome).items() if k not in ("test_rows", "predictions")}
@@ -253,12 +406,15 @@ def save_outcome(path: Path, outcome: FoldOutcome) -> None:
 
 
 def load_outcome(path: Path) -> FoldOutcome | None:
-    """A fold finished by an earlier run, or None (absent or unreadable: it is simply trained again)."""
+    """An outcome finished by an earlier run, or None (absent, unreadable or older: it is trained again)."""
     from augmenter.prepare import load_npz
 
     arrays = load_npz(path, ("test_rows", "predictions", "meta"))
     if arrays is None:
         return None
-    meta = json.loads(str(arrays["meta"]))
-    meta["synthetic_ids"] = tuple(meta["synthetic_ids"])
-    return FoldOutcome(test_rows=arrays["test_rows"], predictions=arrays["predictions"], **meta)
+    try:
+        meta = json.loads(str(arrays["meta"]))
+        meta["synthetic_ids"] = tuple(meta["synthetic_ids"])
+        return FoldOutcome(test_rows=arrays["test_rows"], predictions=arrays["predictions"], **meta)
+    except (TypeError, KeyError, ValueError):
+        return None

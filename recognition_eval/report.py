@@ -21,23 +21,29 @@ from rich.table import Table  # noqa: E402
 from recognition_eval.loso import FoldOutcome, sorted_folds  # noqa: E402
 from recognition_eval.metrics import confusion, per_class_f1  # noqa: E402
 
-VARIANT_COLOURS = {"baseline": "#4c72b0", "augmented": "#dd8452"}
+PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
 
 
-def write_megc_log(path: Path, rows: pd.DataFrame, labels: np.ndarray, prediction: np.ndarray) -> None:
-    """One block per LOSO fold: a `db subject` header line, then `file gt pred` lines (class indices)."""
+def _colour(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def write_megc_log(
+    path: Path, rows: pd.DataFrame, labels: np.ndarray, prediction: np.ndarray, persons: np.ndarray
+) -> None:
+    """Per test person (fold), per subject of that person: a `db subject` header line, then `file gt pred`
+    lines (class indices) — the MEGC format, in fold order.
+    """
     lines: list[str] = []
-    frame = rows.assign(
-        _gt=labels, _pred=prediction, _fold=rows["dataset"].astype(str) + "/" + rows["subject"]
-    )
-    for fold in sorted_folds(frame["_fold"]):
-        group = frame[frame["_fold"] == fold]
-        dataset, subject = fold.split("/", 1)
-        lines.append(f"{dataset} {subject}")
-        lines.extend(
-            f"{clip} {gt} {pred}"
-            for clip, gt, pred in zip(group["clip_id"], group["_gt"], group["_pred"], strict=True)
-        )
+    frame = rows.assign(_gt=labels, _pred=prediction, _person=np.asarray(persons))
+    for person in sorted_folds(frame["_person"]):
+        group = frame[frame["_person"] == person]
+        for (dataset, subject), block in group.groupby(["dataset", "subject"], sort=False):
+            lines.append(f"{dataset} {subject}")
+            lines.extend(
+                f"{clip} {gt} {pred}"
+                for clip, gt, pred in zip(block["clip_id"], block["_gt"], block["_pred"], strict=True)
+            )
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
@@ -50,23 +56,33 @@ def write_json_atomic(path: Path, document: dict) -> None:
     tmp.replace(path)
 
 
+TRAINING_SET_COLUMNS = (
+    "arm", "seed", "fold", "n_train_real", "n_train_synthetic", "steps", "batch", "synthetic_per_batch",
+    "final_loss", "synthetic_ids",
+)  # fmt: skip
+
+
 def write_training_sets(path: Path, outcomes: Sequence[FoldOutcome]) -> None:
-    """One row per trained model: variant, seed, test fold, real/synthetic counts and the synthetic clips it
-    actually trained on ("store#index", ";"-joined) — the audit trail of the leakage guard.
+    """One row per trained model: arm, seed, test person, real/synthetic counts, budget, final loss and the
+    synthetic clips it could draw from ("store#index", ";"-joined) — the audit trail of the leakage guard.
     """
     frame = pd.DataFrame(
         [
             {
-                "variant": o.variant,
+                "arm": o.arm,
                 "seed": o.seed,
                 "fold": o.fold,
                 "n_train_real": o.n_train_real,
                 "n_train_synthetic": o.n_train_synthetic,
+                "steps": o.steps,
+                "batch": o.batch,
+                "synthetic_per_batch": o.synthetic_per_batch,
+                "final_loss": round(o.final_loss, 6),
                 "synthetic_ids": ";".join(o.synthetic_ids),
             }
             for o in outcomes
         ],
-        columns=["variant", "seed", "fold", "n_train_real", "n_train_synthetic", "synthetic_ids"],
+        columns=list(TRAINING_SET_COLUMNS),
     )
     tmp = path.with_name(path.name + ".tmp")
     frame.to_csv(tmp, index=False)
@@ -83,8 +99,8 @@ def _save(figure: plt.Figure, path: Path) -> None:
 def plot_confusions(
     path: Path, labels: np.ndarray, predictions: dict[str, np.ndarray], classes: Sequence[str]
 ) -> None:
-    """Row-normalised confusion matrices side by side, counts (summed over seeds) in each cell."""
-    variants = [v for v in ("baseline", "augmented") if v in predictions]
+    """Row-normalised confusion matrices, one per arm, counts (summed over seeds) in each cell."""
+    variants = list(predictions)
     figure, axes = plt.subplots(1, len(variants), figsize=(4.8 * len(variants), 4.2), squeeze=False)
     for axis, variant in zip(axes[0], variants, strict=True):
         counts = sum(confusion(labels, p, len(classes)) for p in predictions[variant])
@@ -115,14 +131,14 @@ def plot_confusions(
 def plot_class_f1(
     path: Path, labels: np.ndarray, predictions: dict[str, np.ndarray], classes: Sequence[str]
 ) -> None:
-    """Per-class F1 (pooled, mean over seeds), one bar per variant."""
-    variants = [v for v in ("baseline", "augmented") if v in predictions]
+    """Per-class F1 (pooled, mean over seeds), one bar per arm."""
+    variants = list(predictions)
     width = 0.8 / len(variants)
     figure, axis = plt.subplots(figsize=(1.6 + 1.4 * len(classes), 3.6))
     for k, variant in enumerate(variants):
         scores = np.mean([per_class_f1(labels, p, len(classes)) for p in predictions[variant]], axis=0)
         positions = np.arange(len(classes)) + (k - (len(variants) - 1) / 2) * width
-        bars = axis.bar(positions, scores, width, label=variant, color=VARIANT_COLOURS[variant])
+        bars = axis.bar(positions, scores, width, label=variant, color=_colour(k))
         axis.bar_label(bars, fmt="%.2f", fontsize=8)
     axis.set_xticks(range(len(classes)), classes)
     axis.set_ylim(0, 1.08)
@@ -132,24 +148,25 @@ def plot_class_f1(
     _save(figure, path)
 
 
-def plot_fold_gain(path: Path, per_fold: Sequence[dict]) -> None:
-    """Per test subject: accuracy gain (augmented − baseline) or baseline accuracy, with test-set sizes."""
+def plot_fold_gain(path: Path, per_fold: Sequence[dict], arm: str | None = None) -> None:
+    """Per test person: accuracy gain of `arm` over the baseline (or baseline accuracy), test-set sizes."""
     folds = [entry["fold"] for entry in per_fold]
-    augmented = all("augmented_accuracy" in entry for entry in per_fold)
+    key = f"{arm}_accuracy"
+    compare = arm is not None and all(key in entry for entry in per_fold)
     figure, axis = plt.subplots(figsize=(max(5.0, 0.45 * len(folds) + 1.5), 3.6))
-    if augmented:
-        values = [entry["augmented_accuracy"] - entry["baseline_accuracy"] for entry in per_fold]
+    if compare:
+        values = [entry[key] - entry["baseline_accuracy"] for entry in per_fold]
         colours = ["#55a868" if v >= 0 else "#c44e52" for v in values]
         axis.axhline(0, color="grey", linewidth=0.8)
-        axis.set_ylabel("accuracy gain (aug − base)")
-        axis.set_title("Per-fold gain (first seed); label = test clips / synthetic clips used")
+        axis.set_ylabel(f"accuracy gain ({arm} − baseline)")
+        axis.set_title("Per-person gain (first seed); label = test clips / synthetic clips")
         notes = [f"{e['n_test']}/{e.get('n_synthetic', 0)}" for e in per_fold]
     else:
         values = [entry["baseline_accuracy"] for entry in per_fold]
-        colours = [VARIANT_COLOURS["baseline"]] * len(values)
+        colours = [_colour(0)] * len(values)
         axis.set_ylim(0, 1.1)
         axis.set_ylabel("accuracy")
-        axis.set_title("Per-fold baseline accuracy (first seed); label = test clips")
+        axis.set_title("Per-person baseline accuracy (first seed); label = test clips")
         notes = [str(e["n_test"]) for e in per_fold]
     bars = axis.bar(range(len(folds)), values, color=colours)
     axis.bar_label(bars, labels=notes, fontsize=7)
@@ -158,21 +175,27 @@ def plot_fold_gain(path: Path, per_fold: Sequence[dict]) -> None:
 
 
 def summary_table(report: dict) -> Table:
-    """The headline numbers as a Rich table."""
+    """One row per arm: UF1, UAR, gain with its persons × seeds CI, p-value, budget, synthetic clips."""
     table = Table(
-        title=f"LOSO {report['recognizer']} · {report['protocol']} · {report['n_folds']} folds · "
-        f"{report['n_samples']} clips · seeds {report['seeds']}"
+        title=f"Leave-one-person-out {report['recognizer']} · {report['protocol']} · {report['n_folds']} "
+        f"persons · {report['n_samples']} clips · {report['n_seeds']} seeds · CI over {report['resampled']}"
     )
-    table.add_column("subset")
-    variants = [v for v in ("baseline", "augmented") if v in report]
-    for variant in variants:
-        table.add_column(f"{variant} UF1", justify="right")
-        table.add_column(f"{variant} UAR", justify="right")
-    table.add_row("all", *[f"{report[v][m]:.3f}" for v in variants for m in ("uf1", "uar")])
-    for name, scores in report.get("per_dataset", {}).items():
+    for column in ("arm", "UF1", "UAR", "gain UF1 [95% CI]", "p", "gain UAR [95% CI]", "steps", "real:syn",
+                   "n_synthetic", "final loss"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for name, arm in report.get("arms", {}).items():
+        baseline = name == "baseline"
         table.add_row(
-            f"{name} (n={scores['baseline']['n']})",
-            *[f"{scores[v][m]:.3f}" for v in variants for m in ("uf1", "uar")],
+            name,
+            f"{arm['uf1']:.3f}",
+            f"{arm['uar']:.3f}",
+            "" if baseline else f"{arm['gain_uf1']:+.3f} [{arm['ci_uf1'][0]:+.3f}, {arm['ci_uf1'][1]:+.3f}]",
+            "" if baseline else f"{arm['p_uf1']:.3f}",
+            "" if baseline else f"{arm['gain_uar']:+.3f} [{arm['ci_uar'][0]:+.3f}, {arm['ci_uar'][1]:+.3f}]",
+            str(arm["steps"]),
+            arm["ratio"].split()[-1],
+            str(arm["n_synthetic"]),
+            f"{arm['final_loss']:.3f}",
         )
     notes = []
     features = report.get("features", {})
@@ -182,14 +205,21 @@ def summary_table(report: dict) -> Table:
         notes.append(f"{features['apex_estimated']} clips with an estimated (middle-frame) apex")
     if features.get("failed"):
         notes.append(f"{len(features['failed'])} clips left out (no face / no frames, see report.json)")
-    if "gain_uf1" in report:
-        lo, hi = report["ci_uf1"]
-        lo2, hi2 = report["ci_uar"]
-        notes.append(
-            f"gain UF1 {report['gain_uf1']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}] · "
-            f"gain UAR {report['gain_uar']:+.3f} [{lo2:+.3f}, {hi2:+.3f}] · "
-            f"synthetic samples summed over folds {report['n_synthetic_used']}"
-        )
+    for name, scores in report.get("per_dataset", {}).items():
+        if len(report.get("per_dataset", {})) > 1:
+            parts = ", ".join(f"{arm} {value['uf1']:.3f}" for arm, value in scores.items())
+            notes.append(f"{name} (n={scores['baseline']['n']}) UF1: {parts}")
+    for name, arm in report.get("arms", {}).items():
+        counts = arm.get("synthetic")
+        if counts:
+            notes.append(
+                f"{name}: {counts.get('kept', 0)} of {counts.get('done', 0)} synthetic clips kept "
+                f"({counts.get('source_excluded', 0)} sources excluded by the protocol, "
+                f"{counts.get('quality', 0)} below the quality bar); "
+                f"{len(arm.get('folds_without_synthetic', []))} persons without synthetic clips"
+            )
+    if "test" in report:
+        notes.append(f"CI: {report['test']['bootstrap']}; p: {report['test']['permutation']}")
     table.caption = "\n".join(notes) or None
     return table
 
@@ -200,7 +230,7 @@ def write_report(
     rows: pd.DataFrame,
     labels: np.ndarray,
     classes: Sequence[str],
-    folds_of_rows: np.ndarray,
+    persons: np.ndarray,
     predictions: dict[str, np.ndarray],
     outcomes: Sequence[FoldOutcome] = (),
     console: Console | None = None,
@@ -213,11 +243,16 @@ def write_report(
     for variant, per_seed in predictions.items():
         for seed, prediction in zip(seeds, per_seed, strict=True):
             name = f"loso_{variant}_seed{seed}.log"
-            write_megc_log(out / name, rows, labels, prediction)
+            write_megc_log(out / name, rows, labels, prediction, persons)
             logs.append(name)
     plot_confusions(out / "confusion.png", labels, predictions, classes)
     plot_class_f1(out / "per_class_f1.png", labels, predictions, classes)
-    plot_fold_gain(out / "per_fold.png", report["per_fold"])
+    arms = [name for name in report.get("arms", {}) if name != "baseline"]
+    plot_fold_gain(
+        out / "per_fold.png",
+        report["per_fold"],
+        "augmented" if "augmented" in arms else next(iter(arms), None),
+    )
     write_training_sets(out / "training_sets.csv", outcomes)
     report["files"] = {
         "logs": logs,
@@ -225,4 +260,8 @@ def write_report(
         "training_sets": "training_sets.csv",
     }
     write_json_atomic(out / "report.json", report)
-    (console or Console(stderr=True)).print(summary_table(report))
+    if console is None:
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            console = Console(stderr=True, width=160)  # a log file: room for every column
+    console.print(summary_table(report))

@@ -1,10 +1,13 @@
-"""Synthetic clips from augmenter stores as training samples, with the leave-one-subject-out leakage guard.
+"""Synthetic clips from augmenter stores as training samples, with the leave-one-person-out leakage guard.
 
-For test subject s (fold key "dataset/subject") a synthetic clip may train fold s only if it was NOT
-- animated from a source clip of s (its motion is s's expression),
-- rendered onto a target face of s (its appearance is s's face),
-- and, in strict mode (default), made by a generator whose recorded training subjects include s.
-Without these rules the "gain" of augmentation partly measures the test subject leaking into training (§8).
+For test person p a synthetic clip may train fold p only if it was NOT
+- animated from a source clip of p (its motion is p's expression),
+- rendered onto a target face of p (its appearance is p's face),
+- and, in strict mode (default), made by a generator whose training persons include p.
+Persons come from resolving the store's names against the evaluation manifest (provenance.py), which refuses
+any name it cannot place. Without these rules the "gain" of augmentation partly measures the test person
+leaking into training (DESIGN §8). Labels come from the evaluation manifest through each clip's source clip,
+so real and synthetic clips follow one protocol.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 
 from augmenter.errors import UserError
 from augmenter.store import store_table
+from recognition_eval.provenance import Declarations, PersonIndex, resolve_store
 
 QUALITY_COLUMNS: dict[str, str] = {
     "l1": "quality_l1",
@@ -57,76 +61,81 @@ def parse_quality_bar(text: str) -> QualityBar:
     return QualityBar(QUALITY_COLUMNS[match.group(1)], match.group(2), float(match.group(3)))
 
 
-def as_fold_key(value: str, dataset: str) -> str:
-    """Provenance subjects are fold keys ("dataset/subject"); a bare id gets the given dataset prefixed."""
-    value = str(value)
-    return value if "/" in value else f"{dataset}/{value}"
-
-
-def training_fold_keys(value: str) -> frozenset[str]:
-    """The ";"-joined fold keys a generator was trained on ("" = trained on no subject of ours)."""
-    return frozenset(part.strip() for part in str(value).split(";") if part.strip())
-
-
 @dataclass
-class SyntheticPool:
-    """Every usable synthetic clip of the given stores, labelled with the evaluation's class indices.
+class StorePool:
+    """The usable clips of one store with their evaluation labels and resolved persons, and what was dropped.
 
-    table columns: store, index (in the store), label (class index), source_fold, target_fold, training_folds
-    (frozenset), plus the store's own columns. `dropped` counts clips left out and why.
+    table columns: store, index (in the store), label (class index from the evaluation manifest),
+    source_key, source_persons, target_persons, training_persons (frozensets), training_known, plus the
+    store's own columns. counts: done clips, kept, drops by reason (source excluded by the protocol, quality
+    bar); label_changed = kept clips whose store label differs from the manifest's (another label mapping
+    at generate time).
     """
 
+    store: str
     table: pd.DataFrame
-    dropped: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.table)
 
 
-def load_synthetic(
-    stores: Sequence[str | Path],
+def load_store(
+    store: str | Path,
+    index: PersonIndex,
+    protocol_labels: dict[str, int],
     classes: Sequence[str],
     label_column: str = "label3",
+    declarations: Declarations = Declarations(),
+    strict: bool = True,
     quality_bars: Sequence[QualityBar] = (),
-) -> SyntheticPool:
-    """The done clips of every store whose label is one of `classes` and that pass every quality bar."""
-    frames = []
-    dropped = {"no_label": 0, "quality": 0}
-    class_index = {name: i for i, name in enumerate(classes)}
-    for store in stores:
-        table = store_table(store)
-        table.insert(0, "store", str(store))
-        labels = table[label_column].astype(str).str.strip().str.lower()
-        keep = labels.isin(class_index)
-        dropped["no_label"] += int((~keep).sum())
-        table = table[keep].copy()
-        table["label"] = labels[keep].map(class_index).astype("int64")
-        for bar in quality_bars:
-            passes = bar.keeps(table[bar.column])
-            dropped["quality"] += int((~passes).sum())
-            table = table[passes]
-        frames.append(table)
-    if not frames:
-        return SyntheticPool(pd.DataFrame(columns=["store", "index", "label"]), dropped)
-    table = pd.concat(frames, ignore_index=True)
-    table["source_fold"] = [
-        as_fold_key(s, d) for s, d in zip(table["source_subject"], table["source_dataset"], strict=True)
-    ]
-    target_dataset = table["target_id"].astype(str).str.split("/").str[0]
-    table["target_fold"] = [
-        as_fold_key(s, d) for s, d in zip(table["target_subject"], target_dataset, strict=True)
-    ]
-    table["training_folds"] = [training_fold_keys(v) for v in table["generator_training_subjects"]]
-    return SyntheticPool(table.reset_index(drop=True), dropped)
+) -> StorePool:
+    """One store's done clips, resolved against the evaluation manifest (fail closed, see provenance) and
+    labelled through their source clip: `protocol_labels` maps a manifest clip key to its class index under
+    the evaluation protocol; a clip whose source the protocol excludes is dropped and counted.
+    """
+    name = str(store)
+    table = resolve_store(store_table(store), name, index, declarations, strict)
+    table.insert(0, "store", name)
+    counts = {"done": len(table), "source_excluded": 0, "quality": 0, "label_changed": 0}
+    labels = table["source_key"].map(protocol_labels)
+    keep = labels.notna()
+    counts["source_excluded"] = int((~keep).sum())
+    table = table[keep].copy()
+    table["label"] = labels[keep].astype("int64")
+    if label_column in table.columns and len(table):
+        stored = table[label_column].astype(str).str.strip().str.lower()
+        counts["label_changed"] = int((stored != table["label"].map(dict(enumerate(classes)))).sum())
+    for bar in quality_bars:
+        passes = bar.keeps(table[bar.column])
+        counts["quality"] += int((~passes).sum())
+        table = table[passes]
+    counts["kept"] = len(table)
+    return StorePool(name, table.reset_index(drop=True), counts)
 
 
-def allowed_for_fold(table: pd.DataFrame, test_fold: str, strict: bool = True) -> pd.DataFrame:
-    """The synthetic rows that may train the fold whose test subject is `test_fold` (module docstring)."""
+def shuffle_labels(table: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The same clips with their labels permuted within each store (seeded): the specificity control, which
+    keeps each store's class balance and pixels and breaks only the motion ↔ label link.
+    """
+    table = table.copy()
+    labels = table["label"].to_numpy().copy()
+    for k, store in enumerate(sorted(set(table["store"]))):
+        rows = np.flatnonzero((table["store"] == store).to_numpy())
+        rng = np.random.default_rng([seed, k])
+        labels[rows] = labels[rows][rng.permutation(len(rows))]
+    table["label"] = labels
+    return table
+
+
+def allowed_for_fold(table: pd.DataFrame, test_person: str, strict: bool = True) -> pd.DataFrame:
+    """The synthetic rows that may train the fold whose test person is `test_person` (module docstring)."""
     if table.empty:
         return table
-    keep = (table["source_fold"] != test_fold) & (table["target_fold"] != test_fold)
+    keep = ~table["source_persons"].map(lambda persons: test_person in persons).astype(bool)
+    keep &= ~table["target_persons"].map(lambda persons: test_person in persons).astype(bool)
     if strict:
-        keep &= ~table["training_folds"].map(lambda folds: test_fold in folds).astype(bool)
+        keep &= ~table["training_persons"].map(lambda persons: test_person in persons).astype(bool)
     return table[keep]
 
 

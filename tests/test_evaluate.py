@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from augmenter.errors import UserError
-from augmenter.manifest import read_manifest
+from augmenter.manifest import read_manifest, write_manifest
 from augmenter.prepare import prepare_clip
 from augmenter.store import StoreWriter, store_table, write_clip
 from cli import app
-from recognition_eval.evaluate import PROTOCOLS, EvaluateJob, evaluate, select_protocol_rows
+from recognition_eval.evaluate import PROTOCOLS, Arm, EvaluateJob, evaluate, parse_arm, select_protocol_rows
 
 CROP = 64  # the shared demo corpus is 64², so the face crop is too
 
@@ -35,33 +35,48 @@ def _job(demo_manifest: tuple[Path, Path], out: Path, **changes: object) -> Eval
     return EvaluateJob(**(settings | changes))
 
 
-def test_baseline_loso_beats_chance_and_a_second_run_does_no_flow_work(
+def test_baseline_folds_are_persons_reports_the_issue_keys_and_a_second_run_does_no_work(
     demo_manifest: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    first = evaluate(_job(demo_manifest, tmp_path / "run"))
+    manifest = read_manifest(demo_manifest[0])
+    # Subject 4 is filmed again as subject 1's person (a variant): one person, one fold.
+    manifest["person"] = ["p1" if s in ("1", "4") else f"casme2/{s}" for s in manifest["subject"].astype(str)]
+    path = tmp_path / "persons.csv"
+    write_manifest(manifest, path)
+    first = evaluate(_job((path, demo_manifest[1]), tmp_path / "run", seeds=(0, 1)))
     n = first["n_samples"]
     assert first["features"]["computed"] == n and first["features"]["cache_hits"] == 0
-    assert first["n_folds"] >= 4
+    persons = sorted(set(manifest["person"]))
+    assert first["unit"] == "person" and first["n_folds"] == len(persons) == first["n_subjects"] - 1
+    assert (
+        first["n_seeds"] == 2 and first["resampled"] == "persons x seeds" and first["folds"][0] == "casme2/2"
+    )
     assert first["baseline"]["uf1"] > 0.5 and first["baseline"]["uar"] > 0.5  # chance is 1/3
-    assert "augmented" not in first and "gain_uf1" not in first
-    assert set(first["per_dataset"]) == {"casme2"}
+    assert list(first["arms"]) == ["baseline"] and "augmented" not in first and "gain_uf1" not in first
+    keys = {"uf1", "uar", "gain_uf1", "ci_uf1", "gain_uar", "ci_uar", "p_uf1", "steps", "n_synthetic"}
+    assert set(first["arms"]["baseline"]) >= keys
     assert first["per_dataset"]["casme2"]["baseline"]["uf1"] == pytest.approx(first["baseline"]["uf1"])
     on_disk = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert on_disk["baseline"]["uf1"] == pytest.approx(first["baseline"]["uf1"])
+    assert on_disk["arms"]["baseline"]["uf1"] == pytest.approx(first["baseline"]["uf1"])
     for name in ("confusion.png", "per_class_f1.png", "per_fold.png"):
         assert (tmp_path / "run" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # MEGC log: a "db subject" header per fold, then "file gt pred" lines for each of its clips.
+    # No fold trains on its own person: p1's model trained on every clip but subjects 1 and 4.
+    sets = pd.read_csv(tmp_path / "run" / "training_sets.csv", keep_default_na=False)
+    p1 = sets[(sets["fold"] == "p1") & (sets["seed"] == 0)]
+    assert p1["n_train_real"].tolist() == [n - int(manifest["subject"].isin(["1", "4"]).sum())]
+    assert set(sets["steps"]) == {first["arms"]["baseline"]["steps"]}
+    # MEGC log: per person, a "db subject" header per subject, then "file gt pred" lines of its clips.
     lines = (tmp_path / "run" / "loso_baseline_seed0.log").read_text().splitlines()
     headers = [line for line in lines if line.startswith("casme2 ")]
-    assert len(headers) == first["n_folds"] and len(lines) == n + first["n_folds"]
-    manifest = read_manifest(demo_manifest[0])
+    assert len(headers) == first["n_subjects"] and len(lines) == n + len(headers)
     assert {line.split()[0] for line in lines if line not in headers} <= set(manifest["clip_id"])
 
-    # A rerun (e.g. after a crash) does no flow work and retrains no finished fold; results are the same.
-    again = evaluate(_job(demo_manifest, tmp_path / "run"))
+    # A rerun (e.g. after a crash) does no flow work and retrains no finished model; results are the same.
+    again = evaluate(_job((path, demo_manifest[1]), tmp_path / "run", seeds=(0, 1)))
     assert again["features"]["computed"] == 0 and again["features"]["cache_hits"] == n
-    assert again["fold_cache_hits"] == first["n_folds"] and first["fold_cache_hits"] == 0
+    assert again["fold_cache_hits"] == 2 * first["n_folds"] and first["fold_cache_hits"] == 0
     assert again["baseline"] == first["baseline"]
+    assert EvaluateJob(manifest=path, root=tmp_path, out=tmp_path).seeds == (0, 1, 2)  # ≥ 3 seeds by default
 
 
 @pytest.fixture(scope="module")
@@ -123,39 +138,49 @@ def synthetic_store(demo_manifest: tuple[Path, Path], tmp_path_factory: pytest.T
     return path
 
 
-def test_augmented_run_shares_folds_and_seeds_and_never_trains_on_the_test_subject(
+def test_arms_share_folds_seeds_and_budget_and_never_train_on_the_test_person(
     demo_manifest: tuple[Path, Path], synthetic_store: Path, tmp_path: Path
 ) -> None:
     shared = {"synthetic": (synthetic_store,), "cache_dir": tmp_path / "cache"}
-    report = evaluate(_job(demo_manifest, tmp_path / "aug", seeds=(0, 1), epochs=3, **shared))
+    arms = (Arm("copy", (synthetic_store,)),)
+    report = evaluate(
+        _job(demo_manifest, tmp_path / "aug", seeds=(0, 1), epochs=3, arms=arms,
+             shuffle_synthetic_labels=True, **shared)
+    )  # fmt: skip
+    assert list(report["arms"]) == ["baseline", "augmented", "shuffled", "copy"]
+    for name, arm in report["arms"].items():
+        assert arm["steps"] == report["arms"]["baseline"]["steps"]  # equal budgets
+        assert arm["ci_uf1"][0] <= arm["gain_uf1"] <= arm["ci_uf1"][1] and 0 < arm["p_uf1"] <= 1
+        if name != "baseline":
+            assert arm["ratio"] == "real:synthetic 8:8" and arm["n_synthetic"] > 0
+    # The same stores in two arms give the same models (features computed once, same data, same seeds).
+    assert report["arms"]["copy"]["uf1"] == report["arms"]["augmented"]["uf1"]
     table = store_table(synthetic_store)
     trained_on = set(table["generator_training_subjects"].iloc[0].split(";"))
     sets = pd.read_csv(
         tmp_path / "aug" / "training_sets.csv", keep_default_na=False, dtype={"synthetic_ids": str}
     )
-
-    baseline = sets[sets["variant"] == "baseline"].set_index(["seed", "fold"])
-    augmented = sets[sets["variant"] == "augmented"].set_index(["seed", "fold"])
+    baseline = sets[sets["arm"] == "baseline"].set_index(["seed", "fold"])
+    augmented = sets[sets["arm"] == "augmented"].set_index(["seed", "fold"])
     assert list(baseline.index) == list(augmented.index) and len(baseline) == 2 * report["n_folds"]
     assert (baseline["n_train_real"] == augmented["n_train_real"]).all()
-    assert (baseline["n_train_synthetic"] == 0).all()
-
+    assert (baseline["steps"] == augmented["steps"]).all() and (baseline["n_train_synthetic"] == 0).all()
     by_id = {
         f"{synthetic_store}#{i}": row for i, row in zip(table["index"], table.to_dict("records"), strict=True)
     }
     for (_, fold), row in augmented.iterrows():
         ids = [i for i in row["synthetic_ids"].split(";") if i]
         assert len(ids) == row["n_train_synthetic"]
-        for clip_id in ids:  # the clips this fold's model actually trained on
+        for clip_id in ids:  # the clips this fold's model could draw from
             provenance = by_id[clip_id]
             assert fold not in (provenance["source_subject"], provenance["target_subject"])
             assert fold not in provenance["generator_training_subjects"].split(";")
-        assert (len(ids) == 0) == (fold in trained_on)
+        assert (len(ids) == 0) == (fold in trained_on) == (row["synthetic_per_batch"] == 0)
     assert sorted(report["synthetic"]["folds_without_synthetic"]) == sorted(trained_on)
     assert report["n_synthetic_used"] == augmented.loc[0, "n_train_synthetic"].sum()
+    assert report["synthetic"]["per_store"][str(synthetic_store)]["kept"] == len(table)
 
-    # Folds the guard left without synthetic clips train on identical data with identical seeds: identical
-    # predictions prove baseline and augmented share folds and seeds.
+    # Folds the guard left without synthetic clips train the baseline's model: identical predictions.
     for seed in (0, 1):
         base = (tmp_path / "aug" / f"loso_baseline_seed{seed}.log").read_text().split("casme2 ")
         aug = (tmp_path / "aug" / f"loso_augmented_seed{seed}.log").read_text().split("casme2 ")
@@ -163,25 +188,43 @@ def test_augmented_run_shares_folds_and_seeds_and_never_trains_on_the_test_subje
             subject = fold.split("/")[1]
             pick = [block for block in base if block.startswith(subject + "\n")]
             assert pick and pick == [block for block in aug if block.startswith(subject + "\n")]
-    for key in ("gain_uf1", "gain_uar"):
-        assert report[key] == pytest.approx(report["augmented"][key[5:]] - report["baseline"][key[5:]])
-    assert report["ci_uf1"][0] <= report["gain_uf1"] <= report["ci_uf1"][1]
+    for key in ("gain_uf1", "gain_uar", "ci_uf1", "p_uf1"):
+        assert report[key] == report["arms"]["augmented"][key]
 
     # Relaxed guard on a real local Dask cluster (2 workers): the generator rule is off, the source and target
     # rules stay, and the ratio cap holds.
     relaxed = evaluate(
         _job(demo_manifest, tmp_path / "relaxed", strict=False, epochs=2, workers=2, max_synthetic_ratio=0.5,
-             min_quality=("l1<=0.1",), **shared)
+             min_quality=("l1<=0.1",), seeds=(0,), **shared)
     )  # fmt: skip
-    assert (
-        relaxed["synthetic"]["dropped"]["quality"] == 0
-        and relaxed["synthetic"]["folds_without_synthetic"] == []
-    )
+    assert relaxed["synthetic"]["folds_without_synthetic"] == []
     relaxed_sets = pd.read_csv(tmp_path / "relaxed" / "training_sets.csv", keep_default_na=False, dtype=str)
-    for row in relaxed_sets[relaxed_sets["variant"] == "augmented"].to_dict("records"):
+    for row in relaxed_sets[relaxed_sets["arm"] == "augmented"].to_dict("records"):
         ids = [i for i in row["synthetic_ids"].split(";") if i]
         assert 0 < len(ids) <= 0.5 * int(row["n_train_real"])
         assert all(row["fold"] not in (by_id[i]["source_subject"], by_id[i]["target_subject"]) for i in ids)
+
+
+def test_the_dask_client_of_evaluate_listens_on_loopback_only(
+    demo_manifest: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import psutil
+
+    from augmenter.cluster import close_client
+    from recognition_eval.evaluate import _client
+
+    client = _client(_job(demo_manifest, tmp_path, workers=2))
+    try:
+        processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        listening = [
+            c.laddr.ip
+            for p in processes
+            for c in p.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        ]
+        assert listening and set(listening) <= {"127.0.0.1", "::1"}, listening
+    finally:
+        close_client(client)
 
 
 def test_cli_runs_the_resnet_and_reports_bad_input_in_one_line(
@@ -196,6 +239,7 @@ def test_cli_runs_the_resnet_and_reports_bad_input_in_one_line(
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "cli" / "report.json").read_text())
     assert report["recognizer"] == "resnet" and report["seeds"] == [3] and report["spec"]["epochs"] == 3
+    assert report["unit"] == "person" and list(report["arms"]) == ["baseline"]
     assert 0.0 <= report["baseline"]["uf1"] <= 1.0 and report["spec"]["input_size"] == 64
 
     bad = subprocess.run(
@@ -208,6 +252,16 @@ def test_cli_runs_the_resnet_and_reports_bad_input_in_one_line(
     arguments = ["evaluate", "--manifest", str(manifest), "--root", str(root), "--out", str(tmp_path / "w")]
     wrong = CliRunner().invoke(app, [*arguments, "--min-quality", "blur>2"])
     assert wrong.exit_code != 0 and "COLUMN<=VALUE" in str(wrong.exception)
+    for arm, message in (
+        ("tps", "NAME=STORE"),
+        ("tps=missing.zarr", "store not found"),
+        ("baseline=x", "reserved"),
+    ):
+        bad_arm = CliRunner().invoke(app, [*arguments, "--arm", arm])
+        assert bad_arm.exit_code != 0 and message in str(bad_arm.exception), (arm, bad_arm.exception)
+    assert parse_arm("a=x.zarr, y.zarr") == Arm("a", (Path("x.zarr"), Path("y.zarr")))
+    shuffle_alone = CliRunner().invoke(app, [*arguments, "--shuffle-synthetic-labels"])
+    assert "--synthetic" in str(shuffle_alone.exception)
 
 
 def test_protocol_selection_drops_rows_without_a_class_and_says_how_many(

@@ -1,0 +1,235 @@
+"""Who is in a synthetic clip, in the evaluation manifest's own persons — or a clear refusal.
+
+The leakage guard compares persons, so every name a store records must first be resolved against the
+evaluation manifest; a name that matches nothing must never pass silently (a store written with other subject
+names would otherwise leak every fold). Resolution of one clip:
+
+- source: the store's `source_subject` (a fold key "dataset/subject", or a bare id with `source_dataset`)
+  mapped through the manifest's `person` column, plus the store's recorded `source_person` when it is a
+  manifest person. Nothing resolves → error.
+- target: likewise `target_subject` / `target_person`. A folder target ("folder/<stem>") resolves through a
+  target-persons file (`--target-persons`, CSV `target,person`) or is declared of nobody in the manifest
+  (`--external-targets`); otherwise → error.
+- generator training: `generator_training_persons` and `generator_training_subjects`, each key a manifest
+  person or subject. "training-free" (or an old store of a training-free kind with nothing recorded) is known
+  to be nobody. Keys of a dataset the manifest does not contain are external (they cannot be a test person).
+  An empty list of a learned generator is UNKNOWN: refused in strict mode.
+Each clip keeps every person any of its names resolves to (the conservative union).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from augmenter.errors import UserError
+from augmenter.manifest import clip_key, fold_key
+
+TRAINING_FREE = "training-free"  # the sentinel a store records for a generator trained on nobody
+# Kinds that learn nothing: an old store of one of these with no training list recorded is training-free.
+TRAINING_FREE_KINDS: frozenset[str] = frozenset({"landmark-tps", "copy-onset", "demo-oracle"})
+FOLDER_PREFIX = "folder/"
+
+
+@dataclass(frozen=True)
+class PersonIndex:
+    """The evaluation manifest's names: fold key → person, the persons, the datasets and clip keys."""
+
+    subject_person: dict[str, str]
+    persons: frozenset[str]
+    datasets: frozenset[str]
+    clips: frozenset[str]
+    source: str = "the evaluation manifest"
+
+    @classmethod
+    def of(cls, manifest: pd.DataFrame, source: str = "the evaluation manifest") -> PersonIndex:
+        """From a manifest whose `person` column is filled (read_manifest fills it)."""
+        datasets = manifest["dataset"].astype(str)
+        subjects = manifest["subject"].astype(str)
+        keys = [fold_key(d, s) for d, s in zip(datasets, subjects, strict=True)]
+        persons = manifest["person"].astype(str).tolist()
+        return cls(
+            subject_person=dict(zip(keys, persons, strict=True)),
+            persons=frozenset(persons),
+            datasets=frozenset(datasets),
+            clips=frozenset(clip_key(row) for row in manifest.to_dict("records")),
+            source=source,
+        )
+
+    def person_of(self, name: str) -> str | None:
+        """A manifest person for a subject fold key or a person name; None when it names neither."""
+        name = str(name).strip()
+        if name in self.subject_person:
+            return self.subject_person[name]
+        return name if name in self.persons else None
+
+
+@dataclass(frozen=True)
+class Declarations:
+    """What the user says about names the manifest cannot resolve (folder targets only)."""
+
+    external_targets: bool = False  # folder faces are of nobody in the manifest
+    target_persons: dict[str, str] = field(default_factory=dict)  # folder target → manifest person
+
+
+def read_target_persons(path: str | Path) -> dict[str, str]:
+    """CSV `target,person` → {"folder/<stem>": person}; the target may be a file name, stem or path."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: target-persons file not found; write a CSV with columns target,person")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("target", "person") if c not in table.columns]
+    if missing:
+        raise UserError(f"{path}: target-persons file lacks columns {missing}; use columns target,person")
+    mapping: dict[str, str] = {}
+    for number, row in enumerate(table.to_dict("records"), start=2):
+        target, person = str(row["target"]).strip(), str(row["person"]).strip()
+        if not target or not person:
+            raise UserError(f"{path} row {number}: empty target or person; fill both or delete the row")
+        stem = target[len(FOLDER_PREFIX) :] if target.startswith(FOLDER_PREFIX) else Path(target).stem
+        mapping[FOLDER_PREFIX + stem] = person
+    return mapping
+
+
+def _keys(value: object) -> list[str]:
+    return [part.strip() for part in str(value or "").split(";") if part.strip() and part.strip() != "nan"]
+
+
+def _column(table: pd.DataFrame, name: str) -> list[str]:
+    if name not in table.columns:
+        return [""] * len(table)
+    return ["" if str(v) == "nan" else str(v).strip() for v in table[name]]
+
+
+def _as_fold_key(value: str, dataset: str) -> str:
+    return value if "/" in value else fold_key(dataset, value)
+
+
+def _resolved(index: PersonIndex, *names: str) -> frozenset[str]:
+    """The manifest persons that any of the non-empty names resolves to."""
+    return frozenset(p for p in (index.person_of(name) for name in names if name) if p is not None)
+
+
+def _refuse(store: str, what: str, examples: Iterable[str], count: int, fix: str) -> UserError:
+    shown = ", ".join(sorted(set(examples))[:3])
+    return UserError(f"{store}: {count} clip(s) with {what} not in the evaluation manifest ({shown}); {fix}")
+
+
+def resolve_store(
+    table: pd.DataFrame,
+    store: str,
+    index: PersonIndex,
+    declarations: Declarations = Declarations(),
+    strict: bool = True,
+) -> pd.DataFrame:
+    """`table` (store_table of one store) plus `source_persons`, `target_persons`, `training_persons`
+    (frozensets of manifest persons), `training_known` and `source_key` (the source's manifest clip key).
+
+    Raises a one-line UserError naming the store for any name that resolves to nobody and was not declared,
+    and (strict) for a learned generator whose training set is unknown.
+    """
+    table = table.copy()
+    n = len(table)
+    source_subjects = _column(table, "source_subject")
+    source_datasets = _column(table, "source_dataset")
+    source_person_names = _column(table, "source_person")
+    source_keys, source_persons, unresolved = [], [], []
+    for subject, dataset, person, clip in zip(
+        source_subjects, source_datasets, source_person_names, _column(table, "source_clip"), strict=True
+    ):
+        key = _as_fold_key(subject, dataset)
+        found = _resolved(index, key, person)
+        if not found:
+            unresolved.append(key)
+        source_persons.append(found)
+        source_keys.append(f"{key}/{clip}")
+    if unresolved:
+        raise _refuse(
+            store, "a source subject", unresolved, len(unresolved),
+            f"evaluate with the manifest (and persons file) the store was generated from ({index.source})",
+        )  # fmt: skip
+
+    target_persons, unresolved_targets, unresolved_folders = [], [], []
+    for subject, person, target_id in zip(
+        _column(table, "target_subject"), _column(table, "target_person"), _column(table, "target_id"),
+        strict=True,
+    ):  # fmt: skip
+        folder = subject.startswith(FOLDER_PREFIX) or target_id.startswith(FOLDER_PREFIX)
+        if folder:
+            name = subject if subject.startswith(FOLDER_PREFIX) else target_id
+            mapped = declarations.target_persons.get(name)
+            found = set(_resolved(index, person))
+            if mapped is not None:
+                resolved = index.person_of(mapped)
+                if resolved is None:
+                    raise UserError(
+                        f"{store}: --target-persons maps {name} to {mapped!r}, which is not a person of "
+                        f"{index.source}; use one of its persons"
+                    )
+                found.add(resolved)
+            if not found and not declarations.external_targets:
+                unresolved_folders.append(name)
+            target_persons.append(frozenset(found))
+            continue
+        dataset = target_id.split("/", 1)[0] if "/" in target_id else ""
+        key = _as_fold_key(subject, dataset) if subject else ""
+        found = _resolved(index, key, person)
+        if not found:
+            unresolved_targets.append(key or target_id)
+        target_persons.append(frozenset(found))
+    if unresolved_targets:
+        raise _refuse(
+            store, "a target subject", unresolved_targets, len(unresolved_targets),
+            f"evaluate with the manifest (and persons file) the store's targets came from ({index.source})",
+        )  # fmt: skip
+    if unresolved_folders:
+        raise _refuse(
+            store, "a folder target face", unresolved_folders, len(unresolved_folders),
+            "map it to a manifest person with --target-persons FILE (CSV target,person), or pass "
+            "--external-targets if the faces are of nobody in the manifest",
+        )  # fmt: skip
+
+    training_persons, known, unresolved_training = [], [], []
+    kinds = _column(table, "generator_kind")
+    for persons_value, subjects_value, kind in zip(
+        _column(table, "generator_training_persons"), _column(table, "generator_training_subjects"), kinds,
+        strict=True,
+    ):  # fmt: skip
+        keys = _keys(persons_value) + _keys(subjects_value)
+        if TRAINING_FREE in keys or (not keys and kind in TRAINING_FREE_KINDS):
+            training_persons.append(frozenset())
+            known.append(True)
+            continue
+        found = set()
+        for key in keys:
+            person = index.person_of(key)
+            if person is not None:
+                found.add(person)
+            elif "/" in key and key.split("/", 1)[0] not in index.datasets:
+                continue  # another dataset's subject: not a person of this evaluation
+            else:
+                unresolved_training.append(key)
+        training_persons.append(frozenset(found))
+        known.append(bool(keys))
+    if unresolved_training:
+        raise _refuse(
+            store, "a generator training person", unresolved_training, len(unresolved_training),
+            f"the generator was trained under other names than {index.source}'s; evaluate with the manifest "
+            "(and persons file) it was trained on",
+        )  # fmt: skip
+    if strict and n and not all(known):
+        first = next(i for i, ok in enumerate(known) if not ok)
+        raise UserError(
+            f"{store}: generator {kinds[first] or '?'} records no training persons (unknown), so the strict "
+            "leakage guard cannot clear it for any fold; record them (`train`, `checkpoint import "
+            "--trained-on`) or pass --no-strict to drop the generator rule"
+        )
+    table["source_key"] = source_keys
+    table["source_persons"] = source_persons
+    table["target_persons"] = target_persons
+    table["training_persons"] = training_persons
+    table["training_known"] = known
+    return table
