@@ -410,7 +410,22 @@ def evaluate_command(
     out: Path = typer.Option(..., "--out", help="Report folder (report.json, PNGs, MEGC logs, cache/)."),
     recognizer: str = typer.Option("resnet", "--recognizer", help="resnet | ststnet | offapexnet."),
     synthetic: list[Path] | None = typer.Option(
-        None, "--synthetic", help="Synthetic store(s) from `augmenter generate`; repeat for several."
+        None, "--synthetic", help="Synthetic store(s) of the main arm 'augmented'; repeat for several."
+    ),
+    arm: list[str] | None = typer.Option(
+        None, "--arm", help="A further arm NAME=STORE[,STORE] against the same baseline; repeatable."
+    ),
+    shuffle_synthetic_labels: bool = typer.Option(
+        False, "--shuffle-synthetic-labels", help="Add the arm 'shuffled': --synthetic with labels permuted."
+    ),
+    external_targets: bool = typer.Option(
+        False, "--external-targets", help="Folder target faces are of nobody in the manifest."
+    ),
+    target_persons: Path | None = typer.Option(
+        None, "--target-persons", help="CSV target,person: folder target faces that show manifest persons."
+    ),
+    synthetic_share: float = typer.Option(
+        0.5, "--synthetic-share", help="Share of every training batch an arm draws from synthetic clips."
     ),
     max_synthetic_ratio: float | None = typer.Option(
         None, "--max-synthetic-ratio", help="At most R × (real training clips) synthetic clips per fold."
@@ -419,9 +434,9 @@ def evaluate_command(
         None, "--min-quality", help="Drop synthetic clips failing a bar, e.g. 'l1<=0.08'; repeatable."
     ),
     strict: bool = typer.Option(
-        True, "--strict/--no-strict", help="Refuse generators trained on the test subject."
+        True, "--strict/--no-strict", help="Refuse generators trained on the test person or unknown persons."
     ),
-    seeds: list[str] | None = typer.Option(None, "--seeds", help="Training seeds, e.g. 0,1,2 (default 0)."),
+    seeds: list[str] | None = typer.Option(None, "--seeds", help="Training seeds (default 0,1,2)."),
     workers: int = typer.Option(0, "--workers", help="Local Dask workers (0/1 = in process)."),
     scheduler_address: str | None = typer.Option(None, "--scheduler-address", help="Dask scheduler."),
     feature_method: str = typer.Option("tvl1", "--feature-method", help="tvl1 | farneback | dis."),
@@ -434,11 +449,11 @@ def evaluate_command(
     threads: int = typer.Option(1, "--threads", help="Torch threads for in-process training."),
     config: Path | None = typer.Option(None, "--config", help="Recognizer schedules TOML."),
 ) -> None:
-    """LOSO recognition with and without synthetic clips; pooled UF1/UAR, gain with a 95 % CI, figures."""
-    from recognition_eval.evaluate import EvaluateJob, evaluate
+    """Leave-one-person-out recognition, baseline vs each arm on equal budgets: gain, CI over persons, p."""
+    from recognition_eval.evaluate import EvaluateJob, evaluate, parse_arm
 
     try:
-        seed_values = tuple(int(v) for v in _split_values(seeds)) or (0,)
+        seed_values = tuple(int(v) for v in _split_values(seeds)) or (0, 1, 2)
     except ValueError as exc:
         raise UserError(f"--seeds {seeds}: give integers, e.g. --seeds 0,1,2") from exc
     job = EvaluateJob(
@@ -486,6 +501,11 @@ def demo_command(
 ) -> None:
     """Main job on the bundled demo corpus: corpus → manifest → train → generate → score → evaluate."""
     from augmenter.demo.job import DemoJob, run_demo
+        arms=tuple(parse_arm(text) for text in arm or ()),
+        shuffle_synthetic_labels=shuffle_synthetic_labels,
+        external_targets=external_targets,
+        target_persons=target_persons,
+        synthetic_share=synthetic_share,
 
     run_demo(
         DemoJob(
