@@ -228,7 +228,19 @@ def test_samm_official_format_sheet(tmp_path: Path) -> None:
     # the two timing typos: kept, flagged, the sheet's values in the problem
     repaired = build.frame[build.frame["timing_repaired"]].set_index("clip_id")
     assert sorted(repaired.index) == sorted(SAMM_TYPOS)
-    assert repaired.loc["028_4_1", ["onset", "apex", "offset"]].tolist() == [1083, 1108, 1134]
+    assert repaired.loc["028_4_1", ["onset", "apex", "offset", "apex_estimated"]].tolist() == [
+        1083,
+        1108,
+        1134,
+        True,
+    ]
+    # apex 1930 and offset 1963 agree: the onset 4896 is the typo, so the coded apex is kept
+    assert repaired.loc["032_3_1", ["onset", "apex", "offset", "apex_estimated"]].tolist() == [
+        1903,
+        1930,
+        1963,
+        False,
+    ]
     assert [(p.clip, p.kind, p.repair) for p in build.problems] == [
         ("028_4_1", "apex outside onset..offset", True),
         ("032_3_1", "onset after offset", True),

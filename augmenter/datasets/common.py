@@ -397,9 +397,10 @@ def resolve_timing(
     Rules (manifests/README.md): a missing apex becomes the middle frame (apex_estimated). A missing onset or
     an offset that is missing, 0 or before the onset becomes the clip's first/last frame on disk when `disk`
     knows them (a folder holding one clip, under --root), else onset/offset ± `span` (the sheet's typical
-    length). An apex outside onset..offset moves the bound it crosses to the frames on disk when the apex
-    frame is there, else becomes the middle frame. Every repair sets `repaired` (timing_repaired) and keeps
-    the sheet's own cells in the problem's `original`.
+    length) — or, for an onset after an offset that agrees with the apex, min(apex, offset − span). An apex
+    outside onset..offset moves the bound it crosses to the frames on disk when the apex frame is there, else
+    becomes the middle frame. Every repair sets `repaired` (timing_repaired) and keeps the sheet's own cells
+    in the problem's `original`.
     """
     onset_key, apex_key, offset_key = keys
     onset, apex, offset = (frame_cell(row.cells.get(k)) for k in keys)
@@ -431,6 +432,10 @@ def resolve_timing(
             rule = f"onset is not on disk: onset, offset = first, last frame on disk {onset}, {offset}"
         elif on_disk:
             offset, rule = on_disk[-1], f"offset = last frame on disk {on_disk[-1]}"
+        elif offset is not None and apex is not None and apex < onset and 0 <= offset - apex <= 3 * span:
+            # apex and offset agree with each other (a clip of plausible length): the onset is the typo
+            onset = max(0, min(apex, offset - span))
+            rule = f"apex and offset agree: onset = min(apex, offset − {span}) = {onset}"
         else:
             offset, rule = onset + span, f"offset = onset + {span} (the sheet's typical length)"
         faults.append((kind, f"{what}; {rule}"))
