@@ -59,8 +59,9 @@ def _fps(row: SheetRow) -> float | None:
     return value if value > 0 else None
 
 
-def _clip_folders(root: Path | None) -> dict[str, str]:
-    """Folder name → path relative to the root, for every folder up to _SEARCH_DEPTH levels down."""
+def _clip_folders(root: Path | None, clips: set[str]) -> dict[str, str]:
+    """Clip name → its folder relative to the root, searched up to _SEARCH_DEPTH levels down (a clip's own
+    folder, full of frames, is not searched further)."""
     if root is None:
         return {}
     found: dict[str, str] = {}
@@ -73,8 +74,11 @@ def _clip_folders(root: Path | None) -> dict[str, str]:
             except OSError:
                 continue
             for entry in entries:
-                if entry.is_dir():
+                if not entry.is_dir():
+                    continue
+                if entry.name in clips:
                     found.setdefault(entry.name, Path(entry.path).relative_to(root).as_posix())
+                else:
                     below.append(Path(entry.path))
         level = below
     return found
@@ -100,7 +104,7 @@ def read_records(
     rates = Counter(rate for rate in map(_fps, rows) if rate is not None)
     usual = rates.most_common(1)[0][0] if rates else FRAME_RATES[0]
     spans = {rate: typical_span([r for r in rows if _fps(r) == rate], rate) for rate in {*rates, usual}}
-    folders = _clip_folders(root)
+    folders = _clip_folders(root, {row.text("clip") for row in rows})
     records: list[tuple[int | None, dict]] = []
     for row in rows:
         parsed = clip_and_subject(row, issues, subject_id, kind="subject (empty cell)")
