@@ -326,9 +326,15 @@ def cluster_slurm_script(
         "--config job.toml", "--args", help="Arguments for `augmenter generate`."
     ),
     nodes: int = typer.Option(1, help="Nodes to ask for."),
-    gpus_per_node: int = typer.Option(1, help="GPUs (= Dask workers) per node."),
+    gpus_per_node: int = typer.Option(1, help="GPUs (= Dask workers) per node; 0 = CPU workers."),
+    workers_per_node: int | None = typer.Option(None, help="CPU workers per node (with --gpus-per-node 0)."),
     cpus_per_gpu: int = typer.Option(4, help="CPU cores per GPU worker."),
     mem_per_gpu: str = typer.Option("16G", help="Memory per GPU worker."),
+    cpus_per_worker: int = typer.Option(1, help="CPU cores per CPU worker (with --gpus-per-node 0)."),
+    mem_per_cpu: str = typer.Option("4G", help="Memory per core of a CPU worker (with --gpus-per-node 0)."),
+    venv: str = typer.Option(
+        ".venv", help="Virtual environment the job activates (relative to sbatch's folder)."
+    ),
     walltime: str = typer.Option("04:00:00", "--time", help="SLURM time limit."),
     partition: str | None = typer.Option(None, help="SLURM partition."),
     account: str | None = typer.Option(None, help="SLURM account."),
@@ -336,7 +342,7 @@ def cluster_slurm_script(
         "sbatch", help="sbatch (plain script) | jobqueue (Python, needs dask-jobqueue)."
     ),
 ) -> None:
-    """Print a ready SLURM job that runs `augmenter generate` on GPU workers (submit with sbatch)."""
+    """Print a ready SLURM job that runs `augmenter generate` on GPU or CPU workers (submit with sbatch)."""
     from augmenter.cluster import slurm_script
 
     typer.echo(
@@ -344,8 +350,12 @@ def cluster_slurm_script(
             generate_args,
             nodes=nodes,
             gpus_per_node=gpus_per_node,
+            workers_per_node=workers_per_node,
             cpus_per_gpu=cpus_per_gpu,
             mem_per_gpu=mem_per_gpu,
+            cpus_per_worker=cpus_per_worker,
+            mem_per_cpu=mem_per_cpu,
+            venv=venv,
             walltime=walltime,
             partition=partition,
             account=account,

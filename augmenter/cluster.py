@@ -1,5 +1,9 @@
 """One way to get a Dask client for every setting: an existing scheduler, one GPU box, or a CPU-only laptop.
 
+Every scheduler, worker, nanny and dashboard started here listens on LOOPBACK (127.0.0.1) unless the caller
+passes another `host`: a laptop or a shared GPU box must not expose an unauthenticated Dask endpoint.
+`listening_sockets` lists what a process tree really listens on, for tests and for checking by hand.
+
 GPU pinning follows DESIGN §7: one worker per GPU, one thread, `resources={"GPU": 1}` and the worker's own
 CUDA_VISIBLE_DEVICES set by its Nanny before the worker process starts, so inside a task the model always
 sits on "cuda:0" and never sees another job's card. Only an environment variable differs, so the pinning can
@@ -12,13 +16,15 @@ import os
 import shlex
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from distributed import Client
 
 from augmenter.errors import UserError
 
-DEFAULT_DASHBOARD = "127.0.0.1:8787"
+LOOPBACK = "127.0.0.1"
+DEFAULT_DASHBOARD = f"{LOOPBACK}:8787"
 _OWNED_CLUSTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -57,7 +63,7 @@ def get_client(
     workers: int | None = None,
     gpus: str | Sequence[str] | None = None,
     dashboard_address: str | None = DEFAULT_DASHBOARD,
-    host: str = "127.0.0.1",
+    host: str = LOOPBACK,
 ) -> Client:
     """A client for an existing cluster, or a local one made for this machine.
 
@@ -91,20 +97,74 @@ def get_client(
 
 
 def _cpu_cluster(workers: int | None, dashboard_address: str | None, host: str):  # noqa: ANN202
-    from distributed import LocalCluster
-
     cores = os.cpu_count() or 1
     n_workers = int(workers) if workers else cores
     if n_workers < 1:
         raise UserError(f"--workers must be ≥ 1 (got {workers})")
+    return local_cluster(n_workers, dashboard_address=dashboard_address, host=host)
+
+
+def local_cluster(
+    n_workers: int,
+    threads_per_worker: int = 1,
+    *,
+    processes: bool = True,
+    dashboard_address: str | None = None,
+    host: str = LOOPBACK,
+    **options: object,
+):  # noqa: ANN201 - distributed.LocalCluster
+    """A LocalCluster whose scheduler, workers, nannies and dashboard all listen on `host` (loopback).
+
+    For any stage that wants local Dask workers (generate, evaluate): `dashboard_address=None` puts the
+    dashboard on a free loopback port (distributed's own default, ":8787", would listen on every interface).
+    Worker BLAS/OpenMP threads are limited to their share of the cores; other `options` go to LocalCluster.
+    """
+    from distributed import LocalCluster
+
+    if n_workers < 1 or threads_per_worker < 1:
+        raise UserError(
+            f"local Dask cluster needs ≥ 1 worker and thread (got {n_workers}, {threads_per_worker})"
+        )
+    cores = os.cpu_count() or 1
+    env = _cpu_thread_env(max(1, cores // (n_workers * threads_per_worker))) | dict(
+        options.pop("env", {}) or {}
+    )
+    if processes:
+        options |= {"host": host, "env": env}
+    else:  # threads talk in-process (no host to bind); a worker's own HTTP server would take every interface
+        options |= {"worker_dashboard_address": f"{host}:0"}
     return LocalCluster(
         n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        host=host,
-        dashboard_address=dashboard_address,
-        env=_cpu_thread_env(cores // n_workers),
+        threads_per_worker=threads_per_worker,
+        processes=processes,
+        dashboard_address=dashboard_address or f"{host}:0",
+        **options,
     )
+
+
+def listening_sockets(pid: int | None = None) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of every listening TCP socket of process `pid` (default: this one) and all its
+    descendants, e.g. a local cluster's scheduler, nannies and workers."""
+    import psutil
+
+    root = psutil.Process(pid)
+    found = []
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            sockets = process.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found.extend(
+            (process.pid, s.laddr.ip, s.laddr.port) for s in sockets if s.status == psutil.CONN_LISTEN
+        )
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8 or ::1."""
+    import ipaddress
+
+    return ipaddress.ip_address(address.split("%")[0]).is_loopback
 
 
 def _gpu_cluster(gpu_ids: Sequence[str], dashboard_address: str | None, host: str):  # noqa: ANN202
@@ -141,107 +201,162 @@ def cluster_has_gpus(client: Client) -> bool:
     return any(info.get("resources", {}).get("GPU", 0) >= 1 for info in workers.values())
 
 
+@dataclass(frozen=True)
+class SlurmLayout:
+    """What one generate job asks SLURM for: `workers_per_node` Dask workers on each of `nodes` nodes, each
+    with one GPU (`gpu`) or none, `cpus` cores and `memory` (per GPU, or per CPU core in CPU mode)."""
+
+    nodes: int
+    workers_per_node: int
+    gpu: bool
+    cpus: int
+    memory: str
+    walltime: str
+    partition: str | None
+    account: str | None
+
+    @property
+    def workers(self) -> int:
+        return self.nodes * self.workers_per_node
+
+    @property
+    def scheduler_host(self) -> str:
+        """Loopback when every worker runs on the scheduler's node; else the node's own address."""
+        return LOOPBACK if self.nodes == 1 else "$(hostname)"
+
+
 def slurm_script(
     generate_args: str = "--config job.toml",
     *,
     nodes: int = 1,
     gpus_per_node: int = 1,
+    workers_per_node: int | None = None,
     cpus_per_gpu: int = 4,
     mem_per_gpu: str = "16G",
+    cpus_per_worker: int = 1,
+    mem_per_cpu: str = "4G",
     walltime: str = "04:00:00",
     partition: str | None = None,
     account: str | None = None,
     venv: str = ".venv",
     style: str = "sbatch",
 ) -> str:
-    """Text of a ready SLURM job that runs `augmenter generate` on `nodes` × `gpus_per_node` GPU workers.
+    """Text of a ready SLURM job that runs `augmenter generate` on Dask workers.
 
-    style "sbatch": plain sbatch script (scheduler on the first node, one `dask worker` per GPU through srun,
-    each pinned by SLURM's per-task GPU binding). style "jobqueue": a Python script using dask-jobqueue's
-    SLURMCluster (an optional extra: `pip install 'augmenter[slurm]'`).
+    GPU mode (`gpus_per_node` ≥ 1): one worker per GPU, pinned by SLURM. CPU mode (`gpus_per_node` 0, for
+    clusters without GPUs): `workers_per_node` single-threaded workers per node with `cpus_per_worker` cores
+    each, and no GPU request at all (a node without GPUs refuses a job that names one).
+    style "sbatch": plain sbatch script (scheduler on the first node, workers started through srun).
+    style "jobqueue": a Python script using dask-jobqueue's SLURMCluster (`pip install 'augmenter[slurm]'`).
     """
-    if nodes < 1 or gpus_per_node < 1 or cpus_per_gpu < 1:
-        raise UserError("nodes, --gpus-per-node and --cpus-per-gpu must all be ≥ 1")
+    if nodes < 1 or gpus_per_node < 0 or cpus_per_gpu < 1 or cpus_per_worker < 1:
+        raise UserError(
+            "--nodes, --cpus-per-gpu and --cpus-per-worker must be ≥ 1, --gpus-per-node ≥ 0 (0 = CPU workers)"
+        )
+    if gpus_per_node == 0:
+        if workers_per_node is None or workers_per_node < 1:
+            raise UserError("--gpus-per-node 0 (CPU workers) needs --workers-per-node N (N ≥ 1)")
+        layout = SlurmLayout(
+            nodes, workers_per_node, False, cpus_per_worker, mem_per_cpu, walltime, partition, account
+        )
+    else:
+        if workers_per_node not in (None, gpus_per_node):
+            raise UserError(
+                f"--workers-per-node {workers_per_node} with --gpus-per-node {gpus_per_node}: GPU jobs run "
+                "one worker per GPU; use --gpus-per-node 0 for CPU workers"
+            )
+        layout = SlurmLayout(
+            nodes, gpus_per_node, True, cpus_per_gpu, mem_per_gpu, walltime, partition, account
+        )
     if style == "sbatch":
-        return _sbatch_text(
-            generate_args, nodes, gpus_per_node, cpus_per_gpu, mem_per_gpu, walltime, partition, account, venv
-        )
+        return _sbatch_text(generate_args, layout, venv)
     if style == "jobqueue":
-        return _jobqueue_text(
-            generate_args, nodes, gpus_per_node, cpus_per_gpu, mem_per_gpu, walltime, partition, account
-        )
+        return _jobqueue_text(generate_args, layout)
     raise UserError(f"unknown script style {style!r}; choose sbatch or jobqueue")
 
 
-def _sbatch_text(
-    generate_args: str,
-    nodes: int,
-    gpus_per_node: int,
-    cpus_per_gpu: int,
-    mem_per_gpu: str,
-    walltime: str,
-    partition: str | None,
-    account: str | None,
-    venv: str,
-) -> str:
+def _sbatch_text(generate_args: str, layout: SlurmLayout, venv: str) -> str:
     extra = "".join(
         f"#SBATCH --{key}={value}\n"
-        for key, value in (("partition", partition), ("account", account))
+        for key, value in (("partition", layout.partition), ("account", layout.account))
         if value
     )
-    workers = nodes * gpus_per_node
+    host = layout.scheduler_host
+    worker_host = f" --host {LOOPBACK}" if host == LOOPBACK else ""
+    listen = "loopback only (one node)" if worker_host else "this node's address (workers on other nodes)"
+    if layout.gpu:
+        resources = f"#SBATCH --gpus-per-task=1\n#SBATCH --cpus-per-task={layout.cpus}\n"
+        resources += f"#SBATCH --mem-per-gpu={layout.memory}\n"
+        srun = f"srun --ntasks={layout.workers} --gpus-per-task=1 --cpus-per-task={layout.cpus}"
+        worker_options, what = " --resources GPU=1", "one worker per GPU of every node, pinned by SLURM"
+    else:
+        resources = f"#SBATCH --cpus-per-task={layout.cpus}\n#SBATCH --mem-per-cpu={layout.memory}\n"
+        srun = f"srun --ntasks={layout.workers} --cpus-per-task={layout.cpus}"
+        worker_options, what = "", f"{layout.workers_per_node} CPU workers per node, no GPU asked for"
     return f"""#!/usr/bin/env bash
 #SBATCH --job-name=augmenter-generate
-#SBATCH --nodes={nodes}
-#SBATCH --ntasks-per-node={gpus_per_node}
-#SBATCH --gpus-per-task=1
-#SBATCH --cpus-per-task={cpus_per_gpu}
-#SBATCH --mem-per-gpu={mem_per_gpu}
-#SBATCH --time={walltime}
+#SBATCH --nodes={layout.nodes}
+#SBATCH --ntasks-per-node={layout.workers_per_node}
+{resources}#SBATCH --time={layout.walltime}
 {extra}#SBATCH --output=augmenter-generate-%j.log
 # Generated by `augmenter cluster slurm-script`. Submitting it again resumes: done clips are skipped.
 set -euo pipefail
 source {shlex.quote(venv)}/bin/activate
+export OMP_NUM_THREADS={layout.cpus} MKL_NUM_THREADS={layout.cpus} OPENBLAS_NUM_THREADS={layout.cpus}
 SCHEDULER_FILE="$PWD/dask-scheduler-$SLURM_JOB_ID.json"
-# Scheduler on this (the first) node; one worker per GPU of every node, one thread each, pinned by SLURM.
-dask scheduler --scheduler-file "$SCHEDULER_FILE" --host "$(hostname)" --dashboard-address 127.0.0.1:8787 &
+# Scheduler on this (the first) node, listening on {listen}; its dashboard on loopback.
+dask scheduler --scheduler-file "$SCHEDULER_FILE" --host "{host}" --port 0 \\
+    --dashboard-address {LOOPBACK}:8787 &
 SCHEDULER_PID=$!
+trap 'kill $SCHEDULER_PID 2>/dev/null || true; rm -f "$SCHEDULER_FILE"' EXIT
 while [ ! -s "$SCHEDULER_FILE" ]; do sleep 1; done
-srun --ntasks={workers} --gpus-per-task=1 --cpus-per-task={cpus_per_gpu} \\
-    dask worker --scheduler-file "$SCHEDULER_FILE" --nthreads 1 --nworkers 1 --resources GPU=1 \\
-    --memory-limit 0 --local-directory "${{TMPDIR:-/tmp}}" &
+# {what}; one thread each.
+{srun} \\
+    dask worker --scheduler-file "$SCHEDULER_FILE" --nthreads 1 --nworkers 1{worker_options}{worker_host} \\
+    --no-dashboard --memory-limit 0 --local-directory "${{TMPDIR:-/tmp}}" &
 WORKERS_PID=$!
 trap 'kill $WORKERS_PID $SCHEDULER_PID 2>/dev/null || true; rm -f "$SCHEDULER_FILE"' EXIT
 augmenter generate --scheduler-file "$SCHEDULER_FILE" {generate_args}
 """
 
 
-def _jobqueue_text(
-    generate_args: str,
-    nodes: int,
-    gpus_per_node: int,
-    cpus_per_gpu: int,
-    mem_per_gpu: str,
-    walltime: str,
-    partition: str | None,
-    account: str | None,
-) -> str:
-    options = [
-        f"cores={cpus_per_gpu}",
-        "processes=1",
-        f"memory={mem_per_gpu!r}",
-        f"walltime={walltime!r}",
-        'job_extra_directives=["--gres=gpu:1"]',
-        'worker_extra_args=["--resources", "GPU=1", "--nthreads", "1"]',
+def _jobqueue_text(generate_args: str, layout: SlurmLayout) -> str:
+    if layout.gpu:
+        options = [
+            f"cores={layout.cpus}",
+            "processes=1",
+            f"memory={layout.memory!r}",
+            'job_extra_directives=["--gres=gpu:1"]',
+            'worker_extra_args=["--resources", "GPU=1", "--nthreads", "1"]',
+        ]
+        jobs = layout.workers  # one SLURM job per GPU worker
+    else:
+        from dask.utils import format_bytes, parse_bytes
+
+        per_job = parse_bytes(layout.memory) * layout.cpus * layout.workers_per_node
+        options = [
+            f"cores={layout.workers_per_node}",  # one thread per worker
+            f"processes={layout.workers_per_node}",
+            f"job_cpu={layout.cpus * layout.workers_per_node}",
+            f"memory={format_bytes(per_job).replace(' ', '')!r}",
+            f'job_script_prologue=["export OMP_NUM_THREADS={layout.cpus}"]',
+        ]
+        jobs = layout.nodes  # one SLURM job per node, its workers as processes
+    options += [
+        f"walltime={layout.walltime!r}",
+        # the scheduler runs here and listens on this machine's address (workers in other jobs must reach
+        # it), its dashboard on loopback only
+        f'scheduler_options={{"host": socket.gethostname(), "dashboard_address": "{LOOPBACK}:8787"}}',
     ]
-    if partition:
-        options.append(f"queue={partition!r}")
-    if account:
-        options.append(f"account={account!r}")
+    if layout.partition:
+        options.append(f"queue={layout.partition!r}")
+    if layout.account:
+        options.append(f"account={layout.account!r}")
     joined = ",\n        ".join(options)
     return f'''"""Made by `augmenter cluster slurm-script --style jobqueue`; needs the `slurm` extra."""
 import os
 import shlex
+import socket
 import subprocess
 
 from dask_jobqueue import SLURMCluster
@@ -250,7 +365,7 @@ if __name__ == "__main__":  # workers are spawned: never run this on import
     cluster = SLURMCluster(
         {joined},
     )
-    cluster.scale(jobs={nodes * gpus_per_node})  # one SLURM job per GPU worker
+    cluster.scale(jobs={jobs})
     env = os.environ | {{"DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}}
     try:
         subprocess.run(["augmenter", "generate", *shlex.split({generate_args!r})], env=env, check=True)

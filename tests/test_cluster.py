@@ -1,4 +1,5 @@
-"""get_client on real Dask clusters: GPU pinning checked with a fake GPU list on CPU, SLURM script text."""
+"""get_client on real Dask clusters: GPU pinning checked with a fake GPU list on CPU, loopback-only listening
+sockets read from the processes themselves (psutil), SLURM script text (tests/test_slurm.py runs them)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ from augmenter.cluster import (
     cluster_has_gpus,
     detect_gpus,
     get_client,
+    is_loopback,
+    listening_sockets,
+    local_cluster,
     parse_gpus,
     slurm_script,
 )
 from augmenter.errors import UserError
+
+
+def _outside_loopback() -> list[tuple[int, str, int]]:
+    """Listening sockets of this process and its children (scheduler, nannies, workers) not on loopback."""
+    sockets = listening_sockets()
+    assert sockets, "psutil saw no listening socket at all; the check would prove nothing"
+    return [s for s in sockets if not is_loopback(s[1])]
 
 
 def _worker_view() -> dict:
@@ -32,6 +43,7 @@ def test_one_worker_per_fake_gpu_each_pinned_to_its_card() -> None:
         assert sorted(by_name) == ["gpu-0", "gpu-1"]
         assert all(info["nthreads"] == 1 and info["resources"] == {"GPU": 1} for info in workers.values())
         assert all(address.startswith("tcp://127.0.0.1:") for address in workers)
+        assert _outside_loopback() == []
         views = client.run(_worker_view)
         for name, address in by_name.items():
             assert views[address]["CUDA_VISIBLE_DEVICES"] == name.removeprefix("gpu-")
@@ -52,7 +64,8 @@ def test_cpu_workers_are_single_threaded_processes_and_existing_scheduler_is_reu
         workers = client.scheduler_info(n_workers=-1)["workers"]
         assert len(workers) == 2 and all(info["nthreads"] == 1 for info in workers.values())
         assert not cluster_has_gpus(client)
-        assert client.dashboard_link.startswith("http://127.0.0.1:")  # nothing listens on other interfaces
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
+        assert _outside_loopback() == []  # the sockets themselves, not a link string
         views = client.run(_worker_view)
         assert len({v["pid"] for v in views.values()} | {os.getpid()}) == 3  # separate processes
         assert {v["OMP_NUM_THREADS"] for v in views.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
@@ -63,6 +76,21 @@ def test_cpu_workers_are_single_threaded_processes_and_existing_scheduler_is_reu
         assert client.submit(sum, [1, 2]).result() == 3
     finally:
         close_client(client)
+
+
+def test_local_cluster_listens_on_loopback_and_the_check_sees_an_open_dashboard() -> None:
+    from distributed import LocalCluster
+
+    cluster = local_cluster(1, processes=False)
+    try:
+        assert _outside_loopback() == []
+    finally:
+        cluster.close()
+    exposed = LocalCluster(n_workers=1, processes=False, dashboard_address=":0")  # distributed's own habit
+    try:
+        assert any(ip in ("0.0.0.0", "::") for _, ip, _ in _outside_loopback())  # the check can fail
+    finally:
+        exposed.close()
 
 
 def test_gpu_list_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,6 +118,29 @@ def test_slurm_scripts_are_valid_and_pin_gpus(tmp_path) -> None:  # noqa: ANN001
     assert '"--gres=gpu:1"' in python and "cluster.scale(jobs=2)" in python
     with pytest.raises(UserError):
         slurm_script(style="pbs")
+
+
+def test_slurm_cpu_mode_asks_for_no_gpu(tmp_path) -> None:  # noqa: ANN001
+    text = slurm_script("--config job.toml", gpus_per_node=0, workers_per_node=3, cpus_per_worker=2)
+    for gpu_request in ("--gpus-per-task", "--gres", "GPU=1", "--mem-per-gpu"):
+        assert gpu_request not in text  # a node without GPUs refuses a job that names one
+    assert "#SBATCH --ntasks-per-node=3" in text and "#SBATCH --cpus-per-task=2" in text
+    assert "srun --ntasks=3 --cpus-per-task=2" in text and "--mem-per-cpu=4G" in text
+    assert '--host "127.0.0.1"' in text and "--host 127.0.0.1" in text  # one node: loopback only
+    script = tmp_path / "cpu.sbatch"
+    script.write_text(text)
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    two_nodes = slurm_script(nodes=2, gpus_per_node=0, workers_per_node=1)
+    assert '--host "$(hostname)"' in two_nodes and "srun --ntasks=2" in two_nodes
+    python = slurm_script(gpus_per_node=0, workers_per_node=2, style="jobqueue")
+    compile(python, "jobqueue.py", "exec")
+    assert "gres" not in python and "processes=2" in python and "cluster.scale(jobs=1)" in python
+    with pytest.raises(UserError, match="--workers-per-node"):
+        slurm_script(gpus_per_node=0)
+    with pytest.raises(UserError, match="one worker per GPU"):
+        slurm_script(gpus_per_node=2, workers_per_node=4)
+    with pytest.raises(UserError, match="≥ 0"):
+        slurm_script(gpus_per_node=-1)
 
 
 def test_cli_prints_the_slurm_script() -> None:
