@@ -301,3 +301,39 @@ def test_job_file_paths_types_and_command_line_precedence(tmp_path: Path) -> Non
         read_job_file(config)
     with pytest.raises(UserError, match="--manifest, --root"):
         build_job({}, {"generator": "landmark-tps", "targets": "t", "out": "o"})
+
+
+def test_copy_onset_store_is_the_motionless_target_with_person_provenance(
+    inputs: dict,
+    client,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    from augmenter.generators.base import TRAINING_FREE
+
+    out = tmp_path / "copy-onset.zarr"
+    result = generate(job_for(inputs, out, generator="copy-onset"), client=client)
+    assert result.failures == [] and result.written == inputs["n_base"]
+    table = store_table(out)
+    assert set(table["generator_kind"]) == {"copy-onset"}
+    assert set(table["generator_training_subjects"]) == {TRAINING_FREE}
+    assert set(table["generator_training_persons"]) == {TRAINING_FREE}
+    assert (table["source_person"] != table["target_person"]).all()
+    base = inputs["base_frame"]
+    persons = dict(zip(base["dataset"] + "/" + base["subject"], base["person"], strict=True))
+    assert list(table["source_person"]) == [persons[s] for s in table["source_subject"]]
+    for row in table.itertuples():
+        frames = read_clip(out, row.index)
+        assert len(frames) == row.n_frames and (frames == frames[0]).all()  # no motion at all
+        assert row.quality_l1 == 0.0  # and frame 0 is the target itself
+
+
+def test_dry_run_estimates_time_and_store_size(inputs: dict, tmp_path: Path) -> None:
+    job = job_for(inputs, tmp_path / "never.zarr", dry_run=True, workers=2, gpus="none", estimate_pairings=2)
+    dry = generate(job)
+    assert not (tmp_path / "never.zarr").exists()
+    base = inputs["base_frame"]
+    longest = int((base["offset"] - base["onset"] + 1).max())
+    assert dry.estimated_store_bytes == inputs["n_base"] * longest * 64 * 64 * 3  # uncompressed: exact
+    assert dry.estimated_seconds is not None and 0 < dry.estimated_seconds < 600
+    assert "estimate:" in dry.plan_summary and "on 2 cpu worker(s)" in dry.plan_summary
+    assert "GB when every clip is written" in dry.plan_summary
