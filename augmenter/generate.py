@@ -428,7 +428,7 @@ class CostEstimate:
     """What a plan will cost, from a few pairings timed on this machine (what `--dry-run` prints)."""
 
     seconds: float | None  # wall time of the whole plan on `workers` workers; None when nothing was timed
-    store_bytes: int  # exact: clips are stored uncompressed, T_max frames each
+    store_bytes: int  # exact: clips are stored uncompressed, their padding to T_max as file holes
     workers: int
     device: str
     timed: int  # pairings timed
@@ -438,7 +438,7 @@ class CostEstimate:
 
     def text(self) -> str:
         size = self.store_bytes / 1e9
-        lines = [f"store: {size:.2f} GB when every clip is written (uncompressed, T_max frames per clip)"]
+        lines = [f"store: {size:.2f} GB on disk when every clip is written (uncompressed)"]
         if self.seconds is None:
             return "\n".join(lines)
         lines.insert(
@@ -489,7 +489,16 @@ def estimate_job(
 
     max_frames = int(job.max_frames or _planned_max_frames(sources, plan))
     size = int(info["size"])
-    store_bytes = len(plan) * max_frames * size * size * 3
+    lengths = {
+        f"{r['dataset']}/{r['subject']}/{r['clip_id']}": min(
+            max_frames, int(r["offset"]) - int(r["onset"]) + 1
+        )
+        for r in sources.to_dict("records")
+    }
+    plan_frames = sum(
+        lengths[f"{s}/{c}"] for s, c in zip(plan["source_subject"], plan["source_clip"], strict=True)
+    )
+    store_bytes = plan_frames * size * size * 3  # the padding to T_max is a file hole: no disk
     workers, device_kind = _estimate_workers(job)
     n = min(int(job.estimate_pairings), len(plan))
     if n < 1:
@@ -550,15 +559,6 @@ def estimate_job(
             import torch
 
             torch.set_num_threads(threads)
-    lengths = {
-        f"{r['dataset']}/{r['subject']}/{r['clip_id']}": min(
-            max_frames, int(r["offset"]) - int(r["onset"]) + 1
-        )
-        for r in sources.to_dict("records")
-    }
-    plan_frames = sum(
-        lengths[f"{s}/{c}"] for s, c in zip(plan["source_subject"], plan["source_clip"], strict=True)
-    )
     per_frame = animate / max(1, frames_animated)
     per_clip = extra / len(items)
     distinct = plan[["source_subject", "source_clip"]].drop_duplicates().shape[0]

@@ -246,7 +246,10 @@ def create_store(path: str | Path, *, size: int, max_frames: int, attrs: dict) -
             chunks=(1, max_frames, size, size, 3),  # one clip = one chunk file, written whole by one task
             dtype="uint8",
             fill_value=0,
-            compressors=None,  # see CLIP_CODECS_NOTE
+            # Uncompressed, so ClipWriter writes a clip as its chunk file at raw-file speed, the zero padding
+            # after n_frames as a file hole. Through zarr, zstd or blosc chunks wrote at 0.07-0.3x the speed
+            # of a raw write (64² x 40 and 256² x 60 frames, measured on 2 cores).
+            compressors=None,
             dimension_names=("clip", "frame", "y", "x", "channel"),
         )
         for name in STRING_ARRAYS:
@@ -445,7 +448,7 @@ class ClipWriter:
         try:
             with open(tmp, "wb") as stream:
                 stream.write(np.ascontiguousarray(frames[:kept]).data)
-                stream.write(bytes((self.max_frames - kept) * size * size * 3))
+                stream.truncate(self.max_frames * size * size * 3)  # the zero padding: a hole, no disk blocks
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -332,8 +332,8 @@ def test_dry_run_estimates_time_and_store_size(inputs: dict, tmp_path: Path) -> 
     dry = generate(job)
     assert not (tmp_path / "never.zarr").exists()
     base = inputs["base_frame"]
-    longest = int((base["offset"] - base["onset"] + 1).max())
-    assert dry.estimated_store_bytes == inputs["n_base"] * longest * 64 * 64 * 3  # uncompressed: exact
+    frames = int((base["offset"] - base["onset"] + 1).sum()) * MAX_PER_SOURCE
+    assert dry.estimated_store_bytes == frames * 64 * 64 * 3  # uncompressed, padding a file hole: exact
     assert dry.estimated_seconds is not None and 0 < dry.estimated_seconds < 600
     assert "estimate:" in dry.plan_summary and "on 2 cpu worker(s)" in dry.plan_summary
-    assert "GB when every clip is written" in dry.plan_summary
+    assert "GB on disk when every clip is written" in dry.plan_summary
