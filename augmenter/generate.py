@@ -595,7 +595,8 @@ def generate(job: GenerateJob, client=None) -> GenerateResult:  # noqa: ANN001 -
         return result
     if plan.empty:
         raise UserError(
-            f"{job.manifest}: the plan is empty; check --targets, --exclude-subjects and the caps"
+            f"{job.manifest}: the plan is empty; check --targets, --exclude-subjects, the caps and the "
+            "labels (sources without a 3-class label need --include-unlabelled)"
         )
     lock = StoreLock(out).acquire()
     try:

@@ -111,7 +111,11 @@ def write_ratio(workdir: Path, size: int, frames: int, n: int) -> dict:
 
 
 def timed_run(job, client) -> tuple[float, float, int]:  # noqa: ANN001
-    """(wall seconds, summed compute seconds from the task stream, clips written) of one generate() call."""
+    """(wall seconds, scheduler overhead share, clips written) of one generate() call.
+
+    The overhead share comes from Dask's task stream: on each worker, the time between its first task's start
+    and its last task's end not spent computing (waiting for the scheduler, transfers, deserialisation),
+    summed over workers, over the summed spans."""
     from distributed import get_task_stream
 
     from augmenter.generate import generate
@@ -122,13 +126,16 @@ def timed_run(job, client) -> tuple[float, float, int]:  # noqa: ANN001
         wall = time.perf_counter() - started
     if result.failures:
         raise SystemExit(f"benchmark run had failures: {result.failures[:3]}")
-    compute = sum(
-        part["stop"] - part["start"]
-        for task in stream.data
-        for part in task.get("startstops", ())
-        if part.get("action") == "compute"
-    )
-    return wall, compute, result.written
+    spans: dict[str, list[float]] = {}
+    compute = 0.0
+    for task in stream.data:
+        for part in task.get("startstops", ()):
+            window = spans.setdefault(task["worker"], [part["start"], part["stop"]])
+            window[0], window[1] = min(window[0], part["start"]), max(window[1], part["stop"])
+            if part.get("action") == "compute":
+                compute += part["stop"] - part["start"]
+    span = sum(stop - start for start, stop in spans.values())
+    return wall, (1 - compute / span) if span > 0 else float("nan"), result.written
 
 
 def model_rate(spec: str, manifest: Path, root: Path, cache: Path, n: int) -> tuple[float, float]:
@@ -195,13 +202,13 @@ def main() -> None:
             try:
                 client.wait_for_workers(workers, timeout=120)
                 client.run(_warm, args.generator, 64)
-                wall, compute, written = timed_run(job(f"w{workers}-{run}"), client)
+                wall, share, written = timed_run(job(f"w{workers}-{run}"), client)
             finally:
                 close_client(client)
             if run == 0:
                 continue
             rates[workers].append(written / wall)
-            overhead.append(1 - compute / (wall * workers))
+            overhead.append(share)
     from augmenter.store import store_table
 
     frames_made = int(store_table(workdir / "w1-1.zarr")["n_frames"].sum())
