@@ -128,7 +128,7 @@ def demo_data_command(
 def train_command(
     manifest: Path = typer.Option(..., "--manifest", help="Manifest CSV of the training clips."),
     root: Path = typer.Option(..., "--root", help="Dataset root the manifest's frames_dir paths are under."),
-    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt (+ .sha256), log, cache/."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt (+ .sha256), train_log.jsonl."),
     config: str = typer.Option("tiny-64", "--config", help="seed-64 | tiny-64 | paper-256 or a TOML file."),
     steps: int | None = typer.Option(None, "--steps", help="Total steps (default: the config's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
@@ -137,13 +137,33 @@ def train_command(
         "--exclude-subjects",
         help="Subjects kept out ('1' or 'casme2/1'; repeatable or comma-separated).",
     ),
+    exclude_persons: list[str] | None = typer.Option(
+        None,
+        "--exclude-persons",
+        help="Persons kept out (the manifest's person column; repeatable or comma-separated).",
+    ),
+    init: Path | None = typer.Option(
+        None, "--init", help="Fine-tune: start from this checkpoint's weights (and its network layout)."
+    ),
+    trained_on: list[str] | None = typer.Option(
+        None, "--trained-on", help="With --init: persons its weights saw, recorded in the new checkpoint."
+    ),
     vgg_weights: Path | None = typer.Option(
         None, "--vgg-weights", help="Local torchvision VGG19 state dict for the perceptual loss."
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:1 …"),
     face_backend: str = typer.Option("dlib", "--face-backend", help="dlib | insightface | auto."),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Preparation cache shared by the stages (default: $AUGMENTER_CACHE, else augmenter-cache/ "
+        "beside the manifest).",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Processes preparing clips (default: one per core)."
+    ),
 ) -> None:
-    """Train (or resume) the FP-FOMM generator on pairs of frames of the manifest's clips."""
+    """Train (or resume, or fine-tune) the FP-FOMM generator on pairs of frames of the manifest's clips."""
     from augmenter.train import train
 
     result = train(
@@ -153,14 +173,21 @@ def train_command(
         out,
         steps=steps,
         resume=resume,
-        exclude_subjects=tuple(s for value in exclude_subjects or () for s in value.split(",") if s),
+        exclude_subjects=_split_values(exclude_subjects),
+        exclude_persons=_split_values(exclude_persons),
+        init=init,
+        trained_on=_split_values(trained_on),
         vgg_weights=vgg_weights,
         device=device,
         face_backend=face_backend,
+        cache_dir=cache_dir,
+        workers=workers,
     )
     err_console.print(
         f"{result.checkpoint}: {result.steps} steps of {result.config_name} on "
-        f"{len(result.training_subjects)} subjects in {result.seconds / 60:.1f} min"
+        f"{len(result.training_persons)} persons ({len(result.training_subjects)} subjects) in "
+        f"{result.seconds / 60:.1f} min",
+        highlight=False,
     )
 
 

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
+import socket
+import sys
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -25,6 +33,10 @@ from augmenter.face.base import FaceBackend, FaceBox
 from augmenter.flow import FlowMethod, optical_flow
 from augmenter.generators.base import PreparedClip, TargetFace
 from augmenter.manifest import clip_frames, clip_key, read_manifest, row_fold_key
+from augmenter.progress import StageProgress
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # Fraction of the (squared) face box added on every side: dlib's boxes cut the forehead and the chin's edge,
 # and the generators need some context around the moving skin.
@@ -48,7 +60,12 @@ CLIP_IDENTITY_COLUMNS: tuple[str, ...] = (
     "offset",
 )
 # Bump when the cached arrays' meaning changes, so stale caches are ignored rather than misread.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
+# The preparation cache of all stages: --cache-dir, else this variable, else CACHE_FOLDER beside the manifest
+CACHE_ENV = "AUGMENTER_CACHE"
+CACHE_FOLDER = "augmenter-cache"
+# Per-process hit/miss counters live here inside a cache (see cache_stats).
+STATS_FOLDER = "stats"
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,20 @@ def fit_landmarks(
     They are fitted on the square crop region resampled to at least LANDMARK_FIT_SIDE px (never below the
     frame's own resolution), so whole-pixel rounding of the detector does not show as sub-pixel jitter.
     """
+    points, fit_side = fit_points(backend, image, box, crop)
+    return scale_points(points, fit_side, size)
+
+
+def scale_points(points: np.ndarray, fit_side: int, size: int) -> np.ndarray:
+    """Landmarks in pixels of the fit_side² crop → float32 landmarks in pixels of the size² crop."""
+    return ((np.asarray(points, np.float64) + 0.5) * (size / fit_side) - 0.5).astype(np.float32)
+
+
+def fit_points(
+    backend: FaceBackend, image: np.ndarray, box: FaceBox, crop: SquareCrop
+) -> tuple[np.ndarray, int]:
+    """(float64 (68, 2) landmarks in pixels of the crop resampled to fit_side², fit_side): the size-free
+    result of the face work, so one fit serves every crop size (see `scale_points`)."""
     fit_side = max(crop.side, LANDMARK_FIT_SIDE)
     region = crop_and_resize(image, crop, fit_side)
     scale = fit_side / crop.side
@@ -106,8 +137,7 @@ def fit_landmarks(
         right=int(round((box.right - crop.left) * scale)),
         bottom=int(round((box.bottom - crop.top) * scale)),
     )
-    points = np.asarray(backend.landmarks(region, fit_box), dtype=np.float64)
-    return ((points + 0.5) * (size / fit_side) - 0.5).astype(np.float32)
+    return np.asarray(backend.landmarks(region, fit_box), dtype=np.float64), fit_side
 
 
 def read_rgb(path: str | Path, what: str = "") -> np.ndarray:
@@ -198,10 +228,127 @@ def load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _cache_path(cache_dir: Path, label: str, settings: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)[:80]
-    return Path(cache_dir) / f"{safe}-{digest}.npz"
+# --- the shared preparation cache ---
+
+
+def resolve_cache_dir(
+    cache_dir: str | Path | None,
+    manifest: str | Path | pd.DataFrame | None = None,
+    fallback: str | Path | None = None,
+) -> Path | None:
+    """The preparation cache a stage uses: `cache_dir` when given, else $AUGMENTER_CACHE, else
+    `augmenter-cache/` beside the manifest file, else `fallback` (a manifest given as a table has no folder).
+
+    Every stage resolving it the same way is what lets score, generate and evaluate reuse what train prepared.
+    """
+    chosen: str | Path | None = cache_dir
+    if chosen is None and os.environ.get(CACHE_ENV, "").strip():
+        chosen = os.environ[CACHE_ENV].strip()
+    if chosen is None and manifest is not None and not isinstance(manifest, pd.DataFrame):
+        chosen = Path(manifest).expanduser().resolve().parent / CACHE_FOLDER
+    if chosen is None:
+        chosen = fallback
+    if chosen is None:
+        return None
+    path = Path(chosen).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"{path}: cannot create the preparation cache ({exc.strerror or exc}); pass --cache-dir DIR "
+            f"or set {CACHE_ENV} to a writable folder"
+        ) from None
+    return path
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Lookups of one cache, summed over every process that used it.
+
+    hits: served whole from the cache; partial: the face work (box, landmarks) came from the cache and only
+    the crops were made again, at a size not seen before; misses: the face work was done.
+    """
+
+    hits: int = 0
+    partial: int = 0
+    misses: int = 0
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __sub__(self, before: CacheStats) -> CacheStats:
+        kinds = set(self.by_kind) | set(before.by_kind)
+        by_kind = {
+            kind: {
+                event: self.by_kind.get(kind, {}).get(event, 0) - before.by_kind.get(kind, {}).get(event, 0)
+                for event in ("hit", "partial", "miss")
+            }
+            for kind in sorted(kinds)
+        }
+        return CacheStats(
+            self.hits - before.hits, self.partial - before.partial, self.misses - before.misses, by_kind
+        )
+
+
+class _Counter:
+    """This process's lookups per cache folder, rewritten atomically to stats/<host>-<pid>-<token>.json on
+    each event, so pool processes and Dask workers are counted without sending anything back."""
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex[:8]
+        self.pid = os.getpid()
+        self.counts: dict[Path, dict[str, dict[str, int]]] = {}
+
+    def record(self, cache_dir: Path, kind: str, event: str) -> None:
+        if os.getpid() != self.pid:  # a forked child starts its own file
+            self.__init__()
+        counts = self.counts.setdefault(Path(cache_dir), {})
+        kind_counts = counts.setdefault(kind, {"hit": 0, "partial": 0, "miss": 0})
+        kind_counts[event] += 1
+        folder = Path(cache_dir) / STATS_FOLDER
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{socket.gethostname()}-{self.pid}-{self.token}.json"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(counts, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # counting must never break preparation (e.g. a read-only shared cache)
+
+
+_COUNTER = _Counter()
+
+
+def cache_stats(cache_dir: str | Path) -> CacheStats:
+    """Hits, partial hits and misses recorded in `cache_dir` by every process so far (subtract two readings
+    to count one stage)."""
+    totals: dict[str, dict[str, int]] = {}
+    for path in sorted((Path(cache_dir) / STATS_FOLDER).glob("*.json")):
+        try:
+            counts = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for kind, events in counts.items():
+            into = totals.setdefault(kind, {"hit": 0, "partial": 0, "miss": 0})
+            for event in into:
+                into[event] += int(events.get(event, 0))
+    return CacheStats(
+        hits=sum(e["hit"] for e in totals.values()),
+        partial=sum(e["partial"] for e in totals.values()),
+        misses=sum(e["miss"] for e in totals.values()),
+        by_kind=totals,
+    )
+
+
+def _digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]
+
+
+def cache_file(cache_dir: str | Path, dataset: str, label: str, settings: dict, suffix: str = ".npz") -> Path:
+    """Where one cached item lives: <cache>/<dataset>/<label>-<digest of settings><suffix>."""
+    return Path(cache_dir) / _safe(str(dataset) or "unknown") / f"{_safe(label)}-{_digest(settings)}{suffix}"
 
 
 def _file_stamp(path: Path) -> list:
@@ -215,6 +362,112 @@ def _apex_index(frame_numbers: Sequence[int], apex: int) -> int:
     return int(np.argmin(np.abs(numbers - int(apex))))
 
 
+@dataclass(frozen=True)
+class _ClipSource:
+    """What decides a prepared clip: its frames on disk and the preparation settings (the cache keys)."""
+
+    key: str
+    dataset: str
+    label: str
+    frames: list[tuple[int, Path]]
+    face_settings: dict
+    apex: int
+
+    def face_file(self, cache_dir: Path) -> Path:
+        return cache_file(cache_dir, self.dataset, self.label + "-face", self.face_settings)
+
+    def crop_file(self, cache_dir: Path, size: int) -> Path:
+        return cache_file(
+            cache_dir, self.dataset, f"{self.label}-{size}px", {**self.face_settings, "size": int(size)}
+        )
+
+
+def _clip_source(row: pd.Series | dict, root: str | Path, backend_name: str, margin: float) -> _ClipSource:
+    key = clip_key(row)
+    frames = clip_frames(row, root)
+    settings = {
+        "version": CACHE_VERSION,
+        "row": {k: str(row[k]) for k in CLIP_IDENTITY_COLUMNS},
+        "margin": float(margin),
+        "backend": backend_name,
+        "files": [_file_stamp(p) for _, p in frames],
+    }
+    label = f"{row['subject']}-{row['clip_id']}"
+    return _ClipSource(key, str(row["dataset"]), label, frames, settings, int(row["apex"]))
+
+
+def _read_frames(source: _ClipSource, first: np.ndarray | None = None) -> list[np.ndarray]:
+    """Every frame of the clip, all of the onset frame's size (UserError naming the odd file otherwise)."""
+    images = []
+    for index, (_, path) in enumerate(source.frames):
+        image = first if index == 0 and first is not None else read_rgb(path, f"frame of clip {source.key}")
+        if images and image.shape != images[0].shape:
+            raise UserError(
+                f"{path}: frame size {image.shape[1]}x{image.shape[0]} differs from the onset frame's "
+                f"{images[0].shape[1]}x{images[0].shape[0]} in clip {source.key}; frames of one clip must "
+                "share a size"
+            )
+        images.append(image)
+    return images
+
+
+def _cached_clip(source: _ClipSource, size: int, cache_dir: Path | None) -> PreparedClip | None:
+    if cache_dir is None:
+        return None
+    cached = load_npz(source.crop_file(cache_dir, size), ("frames", "landmarks", "apex_index"))
+    if cached is None:
+        return None
+    return PreparedClip(source.key, cached["frames"], cached["landmarks"], int(cached["apex_index"]))
+
+
+def _make_clip(
+    source: _ClipSource, size: int, backend: FaceBackend, cache_dir: Path | None, margin: float
+) -> tuple[PreparedClip, str]:
+    """(the clip, "hit" | "partial" | "miss"): from the cache, from the cached face fit, or from scratch."""
+    clip = _cached_clip(source, size, cache_dir)
+    if clip is not None:
+        return clip, "hit"
+    face = (
+        load_npz(source.face_file(cache_dir), ("box", "crop", "fit_side", "points"))
+        if cache_dir is not None
+        else None
+    )
+    if face is not None and len(face["points"]) == len(source.frames):
+        status = "partial"
+        images = _read_frames(source)
+        crop = SquareCrop(*(int(v) for v in face["crop"]))
+        points, fit_side = face["points"], int(face["fit_side"])
+    else:
+        status = "miss"
+        onset_path = source.frames[0][1]
+        onset = read_rgb(onset_path, f"onset frame of clip {source.key}")
+        box = _detect(backend, onset, onset_path, f"onset frame of clip {source.key}")
+        crop = square_crop(box, margin)
+        images = _read_frames(source, first=onset)
+        fits = [fit_points(backend, image, box, crop) for image in images]
+        points = np.stack([p for p, _ in fits])
+        fit_side = fits[0][1]
+        if cache_dir is not None:
+            atomic_savez(
+                source.face_file(cache_dir),
+                box=np.asarray([box.left, box.top, box.right, box.bottom]),
+                crop=np.asarray([crop.left, crop.top, crop.side]),
+                fit_side=np.asarray(fit_side),
+                points=points,
+            )
+    crops = np.stack([crop_and_resize(image, crop, size) for image in images])
+    landmarks = np.stack([scale_points(p, fit_side, size) for p in points])
+    clip = PreparedClip(source.key, crops, landmarks, _apex_index([n for n, _ in source.frames], source.apex))
+    if cache_dir is not None:
+        atomic_savez(
+            source.crop_file(cache_dir, size),
+            frames=clip.frames,
+            landmarks=clip.landmarks,
+            apex_index=np.asarray(clip.apex_index),
+        )
+    return clip, status
+
+
 def prepare_clip(
     row: pd.Series | dict,
     root: str | Path,
@@ -224,51 +477,261 @@ def prepare_clip(
     margin: float = DEFAULT_MARGIN,
 ) -> PreparedClip:
     """Frames onset..offset cropped to the onset face box (square, grown by `margin`), resized to size², with
-    per-frame landmarks in crop pixels. With `cache_dir`, a second call with unchanged inputs does no
-    face work (the key covers the row, the settings, the backend and every frame file's size and mtime).
+    per-frame landmarks in crop pixels.
+
+    With `cache_dir`, a second call with unchanged inputs does no face work: the face box and landmark fits
+    are cached independently of `size` (the key covers the row's clip columns, margin, backend and every
+    frame file's size and mtime), so another stage at another crop size reuses them and only crops again.
     """
     backend = _backend(backend)
-    key = clip_key(row)
-    frames = clip_frames(row, root)
-    numbers = [n for n, _ in frames]
-    settings = {
-        "version": CACHE_VERSION,
-        "row": {k: str(row[k]) for k in CLIP_IDENTITY_COLUMNS},
-        "size": int(size),
-        "margin": float(margin),
-        "backend": backend.name,
-        "files": [_file_stamp(p) for _, p in frames],
-    }
-    cache_file = _cache_path(Path(cache_dir), key, settings) if cache_dir is not None else None
-    if cache_file is not None:
-        cached = load_npz(cache_file, ("frames", "landmarks", "apex_index"))
-        if cached is not None:
-            return PreparedClip(key, cached["frames"], cached["landmarks"], int(cached["apex_index"]))
+    source = _clip_source(row, root, backend.name, margin)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    clip, status = _make_clip(source, size, backend, cache, margin)
+    if cache is not None:
+        _COUNTER.record(cache, "clip", status)
+    return clip
 
-    onset_path = frames[0][1]
-    onset = read_rgb(onset_path, f"onset frame of clip {key}")
-    box = _detect(backend, onset, onset_path, f"onset frame of clip {key}")
-    crop = square_crop(box, margin)
-    crops = np.empty((len(frames), size, size, 3), dtype=np.uint8)
-    landmarks = np.empty((len(frames), 68, 2), dtype=np.float32)
-    for index, (_, path) in enumerate(frames):
-        image = onset if index == 0 else read_rgb(path, f"frame of clip {key}")
-        if image.shape != onset.shape:
-            raise UserError(
-                f"{path}: frame size {image.shape[1]}x{image.shape[0]} differs from the onset frame's "
-                f"{onset.shape[1]}x{onset.shape[0]} in clip {key}; frames of one clip must share a size"
+
+def _flows_file(clip: PreparedClip, method: str, cache: Path) -> Path:
+    dataset, _, rest = clip.key.partition("/")
+    settings = {"frames": hashlib.sha256(clip.frames.tobytes()).hexdigest(), "method": method}
+    return cache_file(cache, dataset, "flows-" + rest, settings, ".npy")
+
+
+def _cached_flows(clip: PreparedClip, method: str, cache: Path) -> np.ndarray | None:
+    try:
+        flows = np.load(_flows_file(clip, method, cache), allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return flows if flows.shape == clip.frames.shape[:3] + (2,) else None
+
+
+def flows_to_onset(clip: PreparedClip, method: FlowMethod, cache_dir: str | Path | None = None) -> np.ndarray:
+    """float32 (T, S, S, 2): the flow from every frame to the onset (driving → source; frame 0 is zero), the
+    teacher signal of FP-FOMM training. Cached by the frames' bytes and the method (TV-L1 costs ~70 ms a
+    frame at 64²: it is most of a training run's preparation)."""
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        flows = _cached_flows(clip, method, cache)
+        if flows is not None:
+            _COUNTER.record(cache, "flows", "hit")
+            return flows
+    onset = clip.frames[0]
+    flows = np.stack(
+        [np.zeros(onset.shape[:2] + (2,), np.float32)]
+        + [optical_flow(frame, onset, method) for frame in clip.frames[1:]]
+    )
+    if cache is not None:
+        path = _flows_file(clip, method, cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.save(stream, flows)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _COUNTER.record(cache, "flows", "miss")
+    return flows
+
+
+# --- preparation over the machine's cores ---
+
+
+def default_workers() -> int:
+    """The cores this process may use (its CPU affinity, e.g. a SLURM allocation), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _worker_init() -> None:
+    """One thread per pool process: the pool is the parallelism, nested threads only contend."""
+    cv2.setNumThreads(1)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork while this process runs a single thread (fast, no re-import, and scripts without a
+    `__main__` guard work); spawn once other threads exist (a Dask client, a progress display), because
+    forking a threaded process can copy a lock that some other thread holds."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _started_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool whose processes all exist already (so none is forked later, under a progress thread).
+
+    OpenCV's thread pool does not survive a fork (a child's first cv2 call that touches it can hang), so it
+    is stopped for the moment of forking: the children inherit OpenCV at one thread, this process gets its
+    threads back afterwards.
+    """
+    context = _pool_context()
+    forked = context.get_start_method() == "fork"
+    threads = cv2.getNumThreads()
+    if forked:
+        cv2.setNumThreads(1)
+    executor = ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=None if forked else _worker_init
+    )
+    try:
+        # Each process sleeps long enough that the next task needs a new one; ~0.1 s per pool.
+        wait([executor.submit(time.sleep, 0.05) for _ in range(workers)])
+    except BaseException:
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        if forked:
+            cv2.setNumThreads(threads)
+    return executor
+
+
+def map_in_processes(
+    function: Callable[[T], R],
+    items: Sequence[T],
+    workers: int | None = None,
+    label: str = "working",
+    unit: str = "items",
+    progress: bool = True,
+    completed: int = 0,
+    total: int | None = None,
+) -> list[R]:
+    """[function(item) for item in items] in order, over a pool of `workers` processes (default: one per
+    core), with progress on stderr (`completed` of `total` done before, e.g. found in a cache). The first
+    failure cancels what has not started and is raised. With one worker or one item it runs here.
+    `function` must be importable by name."""
+    total = completed + len(items) if total is None else total
+    workers = default_workers() if workers is None else max(1, int(workers))
+    workers = min(workers, len(items))
+    if workers <= 1:
+        results = []
+        with StageProgress(label, total, unit=unit, enabled=progress, completed=completed) as bar:
+            for item in items:
+                results.append(function(item))
+                bar.advance()
+        return results
+    results_by_index: dict[int, R] = {}
+    executor = _started_pool(workers)
+    try:
+        with StageProgress(label, total, unit=unit, enabled=progress, completed=completed) as bar:
+            pending: dict[Future, int] = {executor.submit(function, item): i for i, item in enumerate(items)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    index = pending.pop(future)
+                    results_by_index[index] = future.result()  # raises the worker's exception here
+                    bar.advance()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return [results_by_index[i] for i in range(len(items))]
+
+
+@dataclass(frozen=True)
+class _ClipJob:
+    """One clip for a pool process: everything by value or by name (backends are loaded per process)."""
+
+    row: dict
+    root: str
+    size: int
+    backend: FaceBackend | str
+    cache_dir: str | None
+    margin: float
+    flows_method: str | None
+
+
+def _run_clip_job(job: _ClipJob) -> tuple[PreparedClip, np.ndarray | None]:
+    clip = prepare_clip(job.row, job.root, job.size, job.backend, job.cache_dir, job.margin)
+    flows = flows_to_onset(clip, job.flows_method, job.cache_dir) if job.flows_method else None
+    return clip, flows
+
+
+def _rows(rows: pd.DataFrame | Iterable[pd.Series | dict]) -> list[dict]:
+    if isinstance(rows, pd.DataFrame):
+        return rows.to_dict("records")
+    return [dict(row) for row in rows]
+
+
+def prepare_clips_with_flows(
+    rows: pd.DataFrame | Iterable[pd.Series | dict],
+    root: str | Path,
+    size: int,
+    backend: FaceBackend | str = "dlib",
+    cache_dir: str | Path | None = None,
+    margin: float = DEFAULT_MARGIN,
+    flows_method: FlowMethod | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    label: str = "preparing clips",
+) -> list[tuple[PreparedClip, np.ndarray | None]]:
+    """(clip, flows to onset or None) for every row, in order: clips found whole in the cache are read here,
+    the rest are prepared in a process pool (one process per core by default) and written to the cache as
+    each finishes, so a killed run resumes where it stopped. Progress goes to stderr (contract of
+    augmenter.progress). A FaceBackend object instead of a name keeps the work in this process.
+    """
+    records = _rows(rows)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    results: list[tuple[PreparedClip, np.ndarray | None] | None] = [None] * len(records)
+    if cache is not None:
+        backend_name = _backend(backend).name
+        for index, row in enumerate(records):
+            clip = _cached_clip(_clip_source(row, root, backend_name, margin), size, cache)
+            if clip is None:
+                continue
+            flows = None
+            if flows_method:
+                flows = _cached_flows(clip, flows_method, cache)
+                if flows is None:
+                    continue
+                _COUNTER.record(cache, "flows", "hit")
+            _COUNTER.record(cache, "clip", "hit")
+            results[index] = (clip, flows)
+    todo = [i for i, result in enumerate(results) if result is None]
+    cached = len(records) - len(todo)
+    if cached and progress:
+        print(f"{label}: {cached} of {len(records)} clips found in {cache}", file=sys.stderr, flush=True)
+    if todo:
+        jobs = [
+            _ClipJob(
+                records[i], str(root), int(size), backend, str(cache) if cache else None, margin, flows_method
             )
-        crops[index] = crop_and_resize(image, crop, size)
-        landmarks[index] = fit_landmarks(backend, image, box, crop, size)
-    prepared = PreparedClip(key, crops, landmarks, _apex_index(numbers, int(row["apex"])))
-    if cache_file is not None:
-        atomic_savez(
-            cache_file,
-            frames=prepared.frames,
-            landmarks=prepared.landmarks,
-            apex_index=np.asarray(prepared.apex_index),
+            for i in todo
+        ]
+        in_process = not isinstance(backend, str)  # a backend object stays in this process
+        done = map_in_processes(
+            _run_clip_job,
+            jobs,
+            1 if in_process else workers,
+            label=label,
+            unit="clips",
+            progress=progress,
+            completed=cached,
+            total=len(records),
         )
-    return prepared
+        for index, result in zip(todo, done, strict=True):
+            results[index] = result
+    return [result for result in results if result is not None]
+
+
+def prepare_clips(
+    rows: pd.DataFrame | Iterable[pd.Series | dict],
+    root: str | Path,
+    size: int,
+    backend: FaceBackend | str = "dlib",
+    cache_dir: str | Path | None = None,
+    margin: float = DEFAULT_MARGIN,
+    workers: int | None = None,
+    progress: bool = True,
+    label: str = "preparing clips",
+) -> list[PreparedClip]:
+    """`prepare_clip` for every row, in order, over the machine's cores (see prepare_clips_with_flows)."""
+    return [
+        clip
+        for clip, _ in prepare_clips_with_flows(
+            rows, root, size, backend, cache_dir, margin, None, workers, progress, label
+        )
+    ]
 
 
 def prepare_target(
@@ -311,6 +774,35 @@ def select_subjects(manifest: pd.DataFrame, subjects: Iterable[str] | None) -> p
     return manifest[manifest["subject"].astype(str).isin(wanted) | keys.isin(wanted)]
 
 
+def _manifest_target(
+    row: pd.Series, root: str | Path, size: int, backend: FaceBackend, cache: Path | None, margin: float
+) -> tuple[TargetFace, str]:
+    """(the onset frame of a manifest clip as a target, "hit" | "partial" | "miss"); the clip's cached face
+    fit is reused when a stage prepared the clip before."""
+    key, subject = clip_key(row), row_fold_key(row)
+    source = _clip_source(row, root, backend.name, margin)
+    onset_path = source.frames[0][1]
+    settings = {**source.face_settings, "target": True, "size": int(size)}
+    path = (
+        cache_file(cache, source.dataset, source.label + "-target", settings) if cache is not None else None
+    )
+    cached = load_npz(path, ("image", "landmarks")) if path is not None else None
+    if cached is not None:
+        return TargetFace(key, subject, cached["image"], cached["landmarks"]), "hit"
+    face = load_npz(source.face_file(cache), ("crop", "fit_side", "points")) if cache is not None else None
+    if face is not None and len(face["points"]) == len(source.frames):
+        crop = SquareCrop(*(int(v) for v in face["crop"]))
+        image = crop_and_resize(read_rgb(onset_path, f"target {key}"), crop, size)
+        target = TargetFace(key, subject, image, scale_points(face["points"][0], int(face["fit_side"]), size))
+        status = "partial"
+    else:
+        target = prepare_target(onset_path, size, backend, key=key, subject=subject, margin=margin)
+        status = "miss"
+    if path is not None:
+        atomic_savez(path, image=target.image, landmarks=target.landmarks)
+    return target, status
+
+
 def prepare_targets_from_manifest(
     manifest: pd.DataFrame | str | Path,
     root: str | Path,
@@ -330,28 +822,12 @@ def prepare_targets_from_manifest(
     frame = select_subjects(frame, subjects)
     if one_per_subject:
         frame = frame.drop_duplicates(subset=["dataset", "subject"], keep="first")
+    cache = Path(cache_dir) if cache_dir is not None else None
     targets = []
     for _, row in frame.iterrows():
-        key = clip_key(row)
-        onset_path = clip_frames(row, root)[0][1]
-        settings = {
-            "version": CACHE_VERSION,
-            "target": key,
-            "file": _file_stamp(onset_path),
-            "size": int(size),
-            "margin": float(margin),
-            "backend": backend.name,
-        }
-        cache_file = (
-            _cache_path(Path(cache_dir), "target-" + key, settings) if cache_dir is not None else None
-        )
-        cached = load_npz(cache_file, ("image", "landmarks")) if cache_file is not None else None
-        if cached is not None:
-            targets.append(TargetFace(key, row_fold_key(row), cached["image"], cached["landmarks"]))
-            continue
-        target = prepare_target(onset_path, size, backend, key=key, subject=row_fold_key(row), margin=margin)
-        if cache_file is not None:
-            atomic_savez(cache_file, image=target.image, landmarks=target.landmarks)
+        target, status = _manifest_target(row, root, size, backend, cache, margin)
+        if cache is not None:
+            _COUNTER.record(cache, "target", status)
         targets.append(target)
     return targets
 
@@ -441,6 +917,3 @@ def smooth_tracks(landmarks: np.ndarray, sigma_frames: float = 2.0, dead_band_px
             gain = np.where(peak > dead_band_px, 1.0 - (dead_band_px / peak) ** 2, 0.0)
         moves = moves * gain[None, :, None]
     return (tracks[:1] + moves).astype(np.float32)
-
-
-# Kept for callers written against the earlier private names.

@@ -7,7 +7,6 @@ driving → source), no background motion channel, and an output path that keeps
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -20,14 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from augmenter.devices import resolve_device
 from augmenter.errors import UserError
 from augmenter.face.prior import au_points_normalized
-from augmenter.flow import face_mask, optical_flow
+from augmenter.flow import face_mask
 from augmenter.generators.base import PreparedClip
-from augmenter.generators.fpfomm import keypoint_tracks, resolve_device
-from augmenter.manifest import read_manifest, row_fold_key
+from augmenter.generators.fpfomm import keypoint_tracks
+from augmenter.manifest import read_manifest, row_fold_key, row_person
 from augmenter.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from augmenter.model.config import load_config, merge_config
 from augmenter.model.losses import (
@@ -40,7 +39,8 @@ from augmenter.model.losses import (
     teacher_flow_loss,
 )
 from augmenter.model.networks import Networks
-from augmenter.prepare import prepare_clip
+from augmenter.prepare import flows_to_onset, prepare_clips_with_flows, resolve_cache_dir
+from augmenter.progress import StageProgress
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
@@ -56,6 +56,7 @@ class TrainResult:
     training_subjects: tuple[str, ...]
     losses: dict[str, float]
     config_name: str
+    training_persons: tuple[str, ...] = ()
 
 
 @dataclass
@@ -77,40 +78,41 @@ def drop_subjects(manifest: pd.DataFrame, exclude_subjects: Iterable[str]) -> pd
     return manifest[keep]
 
 
-def _teacher_flows(clip: PreparedClip, cache_dir: Path, method: str) -> np.ndarray:
-    """(T, H, W, 2) flows from each frame to the onset (driving → source), cached per clip."""
-    digest = hashlib.sha256(clip.frames.tobytes()).hexdigest()[:20]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in clip.key)[:80]
-    path = cache_dir / f"teacher-{safe}-{method}-{digest}.npy"
-    if path.is_file():
-        try:
-            flows = np.load(path, allow_pickle=False)
-            if flows.shape[:1] == clip.frames.shape[:1]:
-                return flows
-        except (OSError, ValueError):
-            pass
-    onset = clip.frames[0]
-    flows = np.stack(
-        [np.zeros(onset.shape[:2] + (2,), np.float32)]
-        + [optical_flow(frame, onset, method) for frame in clip.frames[1:]]
-    )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, flows)
-    tmp.replace(path)
-    return flows
+def drop_persons(manifest: pd.DataFrame, exclude_persons: Iterable[str]) -> pd.DataFrame:
+    """Rows whose person (manifest `person` column, see augmenter.manifest.row_person) is not excluded."""
+    excluded = {str(p) for p in exclude_persons}
+    if not excluded:
+        return manifest
+    persons = [row_person(row) for row in manifest.to_dict("records")]
+    unknown = sorted(excluded - set(persons))
+    if unknown:
+        raise UserError(
+            f"--exclude-persons {', '.join(unknown)}: no such person in the manifest (persons look like "
+            f"{', '.join(sorted(set(persons))[:3])}); check the spelling"
+        )
+    return manifest[[person not in excluded for person in persons]]
 
 
-def clip_tensors(clip: PreparedClip, config: dict[str, Any], cache_dir: Path) -> ClipTensors:
+def persons_still_training(full: pd.DataFrame, kept: pd.DataFrame) -> list[str]:
+    """Persons of excluded rows that still train through another subject: a subject split that leaks."""
+    kept_persons = {row_person(row) for row in kept.to_dict("records")}
+    dropped = full.drop(index=kept.index)
+    return sorted({row_person(row) for row in dropped.to_dict("records")} & kept_persons)
+
+
+def clip_tensors(
+    clip: PreparedClip, config: dict[str, Any], cache_dir: Path | None, flows: np.ndarray | None = None
+) -> ClipTensors:
     """Training tensors of one clip: frames, per-frame keypoints (tracked or onset), face mask, teacher
-    flows."""
+    flows (`flows` when already prepared, else computed here, cached in `cache_dir`)."""
     size = int(config["model"]["size"])
     train = config["train"]
     points = au_points_normalized(keypoint_tracks(clip.landmarks, config), size)
     mask = torch.from_numpy(face_mask(clip.landmarks[0], (size, size))).float()[None]
     teacher = None
     if train["teacher_flow"] > 0:
-        flows = _teacher_flows(clip, cache_dir, train["teacher_method"])
+        if flows is None:
+            flows = flows_to_onset(clip, train["teacher_method"], cache_dir)
         teacher = torch.from_numpy(flows).permute(0, 3, 1, 2).contiguous()
     frames = torch.from_numpy(np.ascontiguousarray(clip.frames)).permute(0, 3, 1, 2).contiguous()
     return ClipTensors(clip.key, frames, points, mask, teacher)
@@ -251,13 +253,22 @@ class Trainer:
         return values
 
     def payload(
-        self, step: int, training_subjects: Sequence[str], losses: dict[str, float]
+        self,
+        step: int,
+        training_subjects: Sequence[str],
+        losses: dict[str, float],
+        training_persons: Sequence[str] = (),
+        provenance: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """The checkpoint: weights, optimiser state, config and who the weights saw (subjects and persons;
+        `provenance` records e.g. the weights a fine-tuning run started from)."""
         return {
             "format": CHECKPOINT_FORMAT,
             "step": int(step),
             "config": self.config,
             "training_subjects": list(training_subjects),
+            "training_persons": list(training_persons),
+            **({"provenance": dict(provenance)} if provenance else {}),
             "losses": dict(losses),
             "kp_detector": self.networks.kp_detector.state_dict(),
             "generator": self.networks.generator.state_dict(),
@@ -273,6 +284,24 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer_generator"])
         self.optimizer_discriminator.load_state_dict(payload["optimizer_discriminator"])
 
+    def load_weights(self, payload: dict[str, Any], where: str | Path) -> None:
+        """Start from another checkpoint's weights (fine-tuning): networks only, fresh optimisers; a
+        discriminator that is absent or of another shape starts from scratch."""
+        for name in ("kp_detector", "generator", "discriminator"):
+            if name not in payload:
+                if name == "discriminator":
+                    continue
+                raise UserError(f"{where}: no {name} weights; give an augmenter or imported checkpoint")
+            try:
+                getattr(self.networks, name).load_state_dict(payload[name])
+            except RuntimeError as exc:
+                if name == "discriminator":
+                    continue
+                raise UserError(
+                    f"{where}: its {name} weights do not fit its own config ({str(exc)[:100]}); the "
+                    "checkpoint is damaged"
+                ) from None
+
 
 def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     if isinstance(config, dict):
@@ -283,6 +312,38 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
 def _step_generator(seed: int, step: int) -> torch.Generator:
     """The random stream of one step, so a resumed run draws the same batches as an uninterrupted one."""
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+
+
+def _initial_weights(
+    init: str | Path, config_dict: dict[str, Any], trained_on: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(init payload, config with the init's network layout, provenance naming the init file and the
+    subjects and persons its weights saw).
+
+    Weights whose checkpoint records nobody are of UNKNOWN provenance: the run is refused unless
+    `trained_on` says whom they saw, so a fine-tuned checkpoint never claims a shorter list than the truth.
+    """
+    payload, digest = load_checkpoint(init)
+    if "config" not in payload or "model" not in payload["config"]:
+        raise UserError(
+            f"{init}: no network config in the checkpoint; import foreign weights first with "
+            "`augmenter checkpoint import`"
+        )
+    subjects = sorted(str(s) for s in payload.get("training_subjects", ()))
+    persons = sorted({str(p) for p in payload.get("training_persons", ())} | set(trained_on))
+    if not subjects and not persons:
+        raise UserError(
+            f"{init}: the checkpoint records no training subjects or persons (unknown provenance); pass "
+            "--trained-on PERSONS naming whom its weights saw"
+        )
+    config = merge_config({**config_dict, "model": payload["config"]["model"]}, f"{init} + training settings")
+    provenance = {
+        "init": str(init),
+        "init_sha256": digest,
+        "inherited_subjects": subjects,
+        "inherited_persons": persons,
+    }
+    return payload, config, provenance
 
 
 def train(
@@ -298,14 +359,26 @@ def train(
     face_backend: str = "dlib",
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    exclude_persons: Iterable[str] = (),
+    init: str | Path | None = None,
+    trained_on: Iterable[str] = (),
+    workers: int | None = None,
 ) -> TrainResult:
     """Train (or resume) FP-FOMM; writes out_dir/checkpoint.pt (+ .sha256) every `checkpoint_every` steps
-    and at the end, and out_dir/train_log.jsonl. Excluded subjects never reach the model (LOSO folds)."""
+    and at the end, and out_dir/train_log.jsonl. Excluded subjects and persons never reach the model.
+
+    The checkpoint records the fold keys and persons of the training rows, plus, when fine-tuning from
+    `init`, whom those weights saw (their record and `trained_on`). Clips are prepared over `workers`
+    processes through the shared preparation cache (`cache_dir`, see augmenter.prepare.resolve_cache_dir).
+    """
     started = time.monotonic()
     console = Console(stderr=True)
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
+    trained_on = tuple(str(p).strip() for p in trained_on if str(p).strip())
     payload = None
+    init_payload = None
+    provenance: dict[str, Any] | None = None
     if checkpoint_path.is_file():
         if not resume:
             raise UserError(
@@ -314,87 +387,109 @@ def train(
             )
         payload, _ = load_checkpoint(checkpoint_path)
         config_dict = payload["config"]
-        console.print(f"resuming {checkpoint_path} at step {payload['step']}")
+        provenance = payload.get("provenance")
+        console.print(f"resuming {checkpoint_path} at step {payload['step']}", highlight=False)
     else:
         if resume:
-            console.print(f"no checkpoint in {out_dir} yet: starting from step 0")
+            console.print(f"no checkpoint in {out_dir} yet: starting from step 0", highlight=False)
         config_dict = _resolve_config(config)
+        if init is not None:
+            init_payload, config_dict, provenance = _initial_weights(init, config_dict, trained_on)
+            console.print(
+                f"fine-tuning from {init} (its network layout, the training settings of {config})",
+                highlight=False,
+            )
+        elif trained_on:
+            raise UserError("--trained-on records whom initial weights saw; give it with --init CHECKPOINT")
     total_steps = int(steps if steps is not None else config_dict["train"]["steps"])
     if total_steps <= 0:
         raise UserError(f"--steps {total_steps}: give a positive number of steps")
     train_cfg = config_dict["train"]
-    frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
-    frame = drop_subjects(frame, exclude_subjects)
+    full = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+    frame = drop_persons(drop_subjects(full, exclude_subjects), exclude_persons)
+    where = manifest if not isinstance(manifest, pd.DataFrame) else "manifest"
     if frame.empty:
         raise UserError(
-            f"{manifest if not isinstance(manifest, pd.DataFrame) else 'manifest'}: no clips left after "
-            "--exclude-subjects; exclude fewer subjects"
+            f"{where}: no clips left after --exclude-subjects/--exclude-persons; exclude fewer subjects"
         )
-    training_subjects = tuple(sorted({row_fold_key(row) for _, row in frame.iterrows()}))
-    if payload is not None and tuple(payload["training_subjects"]) != training_subjects:
-        raise UserError(
-            f"{checkpoint_path}: was trained on other subjects ({len(payload['training_subjects'])}) "
-            f"than this manifest minus the exclusions ({len(training_subjects)}); resume with the "
-            "same --manifest and --exclude-subjects"
+    leaking = persons_still_training(full, frame)
+    if leaking:
+        console.print(
+            f"[yellow]warning:[/yellow] excluded subjects' persons {', '.join(leaking[:5])} still train "
+            "through other subjects; use --exclude-persons to keep a person out",
+            highlight=False,
         )
+    records = frame.to_dict("records")
+    inherited = provenance or {}
+    training_subjects = tuple(
+        sorted({row_fold_key(row) for row in records} | set(inherited.get("inherited_subjects", ())))
+    )
+    training_persons = tuple(
+        sorted({row_person(row) for row in records} | set(inherited.get("inherited_persons", ())))
+    )
+    if payload is not None:
+        recorded_subjects = tuple(payload["training_subjects"])
+        recorded_persons = tuple(payload.get("training_persons", training_persons))  # older: subjects only
+        if (recorded_subjects, recorded_persons) != (training_subjects, training_persons):
+            raise UserError(
+                f"{checkpoint_path}: was trained on other subjects or persons ({len(recorded_subjects)} / "
+                f"{len(recorded_persons)}) than this manifest minus the exclusions ({len(training_subjects)} "
+                f"/ {len(training_persons)}); resume with the same --manifest, --exclude-subjects and "
+                "--exclude-persons"
+            )
     torch_device = resolve_device(device)
+    cache = resolve_cache_dir(cache_dir, manifest, fallback=out_dir / "cache")
+    size = int(config_dict["model"]["size"])
+    teacher = train_cfg["teacher_method"] if train_cfg["teacher_flow"] > 0 else None
+    # Preparation first, while this process runs no torch work: the pool's processes are forked from it.
+    prepared = prepare_clips_with_flows(
+        frame, root, size, face_backend, cache, flows_method=teacher, workers=workers, progress=progress
+    )
+    clips = [
+        clip_tensors(clip, config_dict, cache, flows) for clip, flows in prepared if len(clip.frames) >= 2
+    ]
+    if not clips:
+        raise UserError(f"{where}: every clip has fewer than 2 frames; nothing to train on")
     torch.manual_seed(int(train_cfg["seed"]))
     vgg = VGG19Features.from_file(vgg_weights) if vgg_weights is not None else None
     trainer = Trainer(config_dict, torch_device, vgg)
-    console.print(f"reconstruction loss: {trainer.reconstruction.description}")
+    console.print(f"reconstruction loss: {trainer.reconstruction.description}", highlight=False)
     if payload is not None:
         trainer.restore(payload)
+    elif init_payload is not None:
+        trainer.load_weights(init_payload, init)
     start_step = int(payload["step"]) if payload is not None else 0
 
-    cache = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
-    size = int(config_dict["model"]["size"])
-    clips: list[ClipTensors] = []
-    progress_bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-        transient=False,
-    )
-    with progress_bar:
-        task = progress_bar.add_task("preparing clips", total=len(frame))
-        for _, row in frame.iterrows():
-            prepared = prepare_clip(row, root, size, face_backend, cache_dir=cache)
-            if len(prepared.frames) >= 2:
-                clips.append(clip_tensors(prepared, config_dict, cache))
-            progress_bar.advance(task)
-        if not clips:
-            raise UserError(f"{manifest}: every clip has fewer than 2 frames; nothing to train on")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        values: dict[str, float] = dict(payload.get("losses", {})) if payload is not None else {}
-        task = progress_bar.add_task("training", total=total_steps, completed=start_step)
-        every = max(1, int(train_cfg["checkpoint_every"]))
-        log_every = max(1, int(train_cfg["log_every"]))
-        with open(out_dir / LOG_NAME, "a") as log:
-            for step in range(start_step, total_steps):
-                generator = _step_generator(train_cfg["seed"], step)
-                trainer.set_learning_rate(learning_rate(config_dict, step, total_steps))
-                batch = draw_batch(clips, int(train_cfg["batch_size"]), train_cfg["pairs"], generator)
-                values = trainer.step(batch, generator)
-                if not math.isfinite(values["total"]):
-                    raise UserError(
-                        f"{out_dir}: loss became {values['total']} at step {step + 1}; lower the "
-                        "learning rate in the config or resume from the last checkpoint"
-                    )
-                done = step + 1
-                if done % log_every == 0 or done == total_steps:
-                    log.write(
-                        json.dumps({"step": done, **{k: round(v, 6) for k, v in values.items()}}) + "\n"
-                    )
-                    log.flush()
-                    shown = " ".join(f"{k}={v:.4f}" for k, v in values.items())
-                    progress_bar.update(task, description=f"training {shown}")
-                progress_bar.advance(task)
-                if done % every == 0 or done == total_steps:
-                    save_checkpoint(checkpoint_path, trainer.payload(done, training_subjects, values))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    values: dict[str, float] = dict(payload.get("losses", {})) if payload is not None else {}
+    every = max(1, int(train_cfg["checkpoint_every"]))
+    log_every = max(1, int(train_cfg["log_every"]))
+    note = ""
+    with (
+        open(out_dir / LOG_NAME, "a") as log,
+        StageProgress("training", total_steps, unit="steps", enabled=progress, completed=start_step) as bar,
+    ):
+        for step in range(start_step, total_steps):
+            generator = _step_generator(train_cfg["seed"], step)
+            trainer.set_learning_rate(learning_rate(config_dict, step, total_steps))
+            batch = draw_batch(clips, int(train_cfg["batch_size"]), train_cfg["pairs"], generator)
+            values = trainer.step(batch, generator)
+            if not math.isfinite(values["total"]):
+                raise UserError(
+                    f"{out_dir}: loss became {values['total']} at step {step + 1}; lower the "
+                    "learning rate in the config or resume from the last checkpoint"
+                )
+            done = step + 1
+            if done % log_every == 0 or done == total_steps:
+                log.write(json.dumps({"step": done, **{k: round(v, 6) for k, v in values.items()}}) + "\n")
+                log.flush()
+                note = f"loss {values['total']:.4f}"
+            if done % every == 0 or done == total_steps:
+                save_checkpoint(
+                    checkpoint_path,
+                    trainer.payload(done, training_subjects, values, training_persons, provenance),
+                )
+            bar.advance(note=note)
     return TrainResult(
         checkpoint=checkpoint_path,
         steps=max(start_step, total_steps),
@@ -402,4 +497,5 @@ def train(
         training_subjects=training_subjects,
         losses=values,
         config_name=str(config_dict.get("name", "custom")),
+        training_persons=training_persons,
     )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from skimage import data
 
@@ -14,10 +16,18 @@ from augmenter.errors import UserError
 from augmenter.face.base import FaceBox
 from augmenter.face.dlib_backend import DlibFaceBackend
 from augmenter.prepare import (
+    CACHE_ENV,
+    CacheStats,
+    _pool_context,
+    cache_stats,
     crop_and_resize,
     prepare_clip,
+    prepare_clips,
+    prepare_clips_with_flows,
     prepare_target,
     prepare_targets_from_folder,
+    prepare_targets_from_manifest,
+    resolve_cache_dir,
     smooth_tracks,
     square_crop,
     track_points_by_flow,
@@ -116,18 +126,27 @@ def test_cache_skips_face_work_and_notices_changed_files(
     backend.calls = 0
     first = prepare_clip(_row(), clip_root, SIZE, backend, cache_dir=cache)
     assert backend.calls == 1 + 6  # one detection at onset, landmarks for 6 frames
-    assert len(list(cache.glob("*.npz"))) == 1 and not list(cache.glob("*.tmp"))
+    # One cache per dataset: the face fit (any size) and the crops at this size.
+    assert len(list((cache / "casme2").glob("*.npz"))) == 2 and not list(cache.rglob("*.tmp"))
+    assert cache_stats(cache).misses == 1
     backend.calls = 0
     second = prepare_clip(_row(), clip_root, SIZE, backend, cache_dir=cache)
-    assert backend.calls == 0
+    assert backend.calls == 0 and cache_stats(cache).hits == 1
     np.testing.assert_array_equal(first.frames, second.frames)
     np.testing.assert_array_equal(first.landmarks, second.landmarks)
     assert second.apex_index == first.apex_index
     prepare_clip(_row(au="4", emotion="disgust", plan_column="x"), clip_root, SIZE, backend, cache_dir=cache)
     assert backend.calls == 0  # labels and extra columns do not decide the crop
-    # Other settings or a touched frame file are other cache entries.
-    prepare_clip(_row(), clip_root, 48, backend, cache_dir=cache)
-    assert backend.calls > 0
+    # Another crop size reuses the face fit: no face work, and exactly what an uncached run makes.
+    resized = prepare_clip(_row(), clip_root, 48, backend, cache_dir=cache)
+    assert backend.calls == 0 and cache_stats(cache).partial == 1
+    fresh = prepare_clip(_row(), clip_root, 48, backend)
+    np.testing.assert_array_equal(resized.frames, fresh.frames)
+    np.testing.assert_array_equal(resized.landmarks, fresh.landmarks)
+    # Another margin or a touched frame file is another cache entry.
+    backend.calls = 0
+    prepare_clip(_row(), clip_root, SIZE, backend, cache_dir=cache, margin=0.3)
+    assert backend.calls == 7
     frame = clip_root / "sub01" / "EP01_01" / "img9.png"
     stat = frame.stat()
     os.utime(frame, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
@@ -135,12 +154,100 @@ def test_cache_skips_face_work_and_notices_changed_files(
     prepare_clip(_row(), clip_root, SIZE, backend, cache_dir=cache)
     assert backend.calls == 7
     # A damaged cache file is recomputed, not trusted.
-    for path in cache.glob("*.npz"):
+    for path in cache.rglob("*.npz"):
         path.write_bytes(b"not an npz")
     backend.calls = 0
     again = prepare_clip(_row(), clip_root, SIZE, backend, cache_dir=cache)
     assert backend.calls == 7
     np.testing.assert_array_equal(again.frames, first.frames)
+
+
+def test_manifest_targets_reuse_the_clips_face_fit(
+    clip_root: Path, backend: CountingDlib, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    manifest = pd.DataFrame([_row()])
+    fresh = prepare_targets_from_manifest(manifest, clip_root, SIZE, backend)[0]
+    prepare_clip(_row(), clip_root, 96, backend, cache_dir=cache)
+    backend.calls = 0
+    target = prepare_targets_from_manifest(manifest, clip_root, SIZE, backend, cache_dir=cache)[0]
+    assert backend.calls == 0 and cache_stats(cache).by_kind["target"]["partial"] == 1
+    np.testing.assert_array_equal(target.image, fresh.image)
+    np.testing.assert_array_equal(target.landmarks, fresh.landmarks)
+    assert (target.key, target.subject) == ("casme2/1/EP01_01", "casme2/1")
+    prepare_targets_from_manifest(manifest, clip_root, SIZE, backend, cache_dir=cache)
+    assert backend.calls == 0 and cache_stats(cache).by_kind["target"]["hit"] == 1
+
+
+@pytest.fixture(scope="module")
+def three_clips(clip_root: Path) -> tuple[Path, list[dict]]:
+    """Three clips of the sliding face (frames linked from clip_root) and a fourth, faceless one."""
+    for name in ("EP01_02", "EP01_03"):
+        folder = clip_root / "sub01" / name
+        folder.mkdir(exist_ok=True)
+        for source in (clip_root / "sub01" / "EP01_01").glob("img*.png"):
+            if not (folder / source.name).exists():
+                os.link(source, folder / source.name)
+    blank = np.full((96, 96, 3), 128, np.uint8)
+    for number in (8, 9, 10):
+        _write_rgb(clip_root / "sub02" / "EP05" / f"img{number}.png", blank)
+    rows = [_row(clip_id=c, frames_dir=f"sub01/{c}") for c in ("EP01_01", "EP01_02", "EP01_03")]
+    return clip_root, rows
+
+
+def test_pool_preparation_matches_serial_resumes_and_counts(
+    three_clips: tuple[Path, list[dict]], backend: CountingDlib, tmp_path: Path
+) -> None:
+    root, rows = three_clips
+    cache = tmp_path / "cache"
+    serial = [prepare_clip(row, root, SIZE, backend) for row in rows]
+    faceless = _row(subject="2", clip_id="EP05", frames_dir="sub02/EP05", onset=8, apex=9, offset=10)
+    # The faceless clip fails in its pool process; the error names it, and what finished stays cached.
+    # A second thread (as a Dask client or a progress display would run) makes the pool spawn, not fork.
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert _pool_context().get_start_method() == "spawn"
+        with pytest.raises(UserError, match=r"no face found .*casme2/2/EP05"):
+            prepare_clips([*rows, faceless], root, SIZE, "dlib", cache, workers=2, progress=False)
+    finally:
+        stop.set()
+        helper.join()
+    assert _pool_context().get_start_method() == "fork"
+    finished = cache_stats(cache).misses
+    assert finished >= 1  # counted inside the pool's processes, read back from the cache
+    pooled = prepare_clips_with_flows(rows, root, SIZE, "dlib", cache, flows_method="dis", workers=2)
+    for one, other in zip(serial, pooled, strict=True):
+        np.testing.assert_array_equal(one.frames, other[0].frames)
+        np.testing.assert_array_equal(one.landmarks, other[0].landmarks)
+        assert other[1] is not None and other[1].shape == (6, SIZE, SIZE, 2) and not other[1][0].any()
+    stats = cache_stats(cache)
+    assert stats.by_kind["clip"]["miss"] == 3 and stats.by_kind["clip"]["hit"] == finished
+    assert stats.by_kind["flows"]["miss"] == 3
+    again = prepare_clips_with_flows(rows, root, SIZE, "dlib", cache, flows_method="dis", workers=2)
+    assert cache_stats(cache) - stats == CacheStats(
+        hits=6,
+        by_kind={"clip": {"hit": 3, "partial": 0, "miss": 0}, "flows": {"hit": 3, "partial": 0, "miss": 0}},
+    )
+    np.testing.assert_array_equal(again[2][1], pooled[2][1])
+
+
+def test_cache_location_flag_then_environment_then_beside_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = tmp_path / "manifests" / "casme2.csv"
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    assert resolve_cache_dir(None, manifest) == manifest.parent.resolve() / "augmenter-cache"
+    assert resolve_cache_dir(None, pd.DataFrame(), fallback=tmp_path / "run") == tmp_path / "run"
+    assert resolve_cache_dir(None, pd.DataFrame()) is None
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "shared"))
+    assert resolve_cache_dir(None, manifest) == tmp_path / "shared"
+    assert resolve_cache_dir(tmp_path / "mine", manifest) == tmp_path / "mine"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot create the preparation cache.*AUGMENTER_CACHE"):
+        resolve_cache_dir(blocker / "cache", manifest)
 
 
 def test_missing_face_and_unreadable_frame_name_the_file(tmp_path: Path, backend: CountingDlib) -> None:

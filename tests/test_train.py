@@ -16,9 +16,11 @@ import pytest
 import torch
 from skimage import data
 
+from augmenter.devices import resolve_device
 from augmenter.errors import UserError
 from augmenter.generators.base import PreparedClip
-from augmenter.model.checkpoint import load_checkpoint
+from augmenter.manifest import read_manifest, with_persons, write_manifest
+from augmenter.model.checkpoint import load_checkpoint, save_checkpoint
 from augmenter.model.config import merge_config
 from augmenter.model.grid import coordinate_grid, resize_grid
 from augmenter.prepare import crop_and_resize, square_crop
@@ -170,7 +172,7 @@ def test_kill_and_resume_reaches_the_same_step_count(demo_manifest, tmp_path) ->
         "--exclude-subjects",
         "5,casme2/6",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUGMENTER_PROGRESS_INTERVAL": "0"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     checkpoint = out / "checkpoint.pt"
@@ -196,6 +198,9 @@ def test_kill_and_resume_reaches_the_same_step_count(demo_manifest, tmp_path) ->
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert steps[-1] == 8 and set(range(1, 9)) <= set(steps)
     assert "resuming" in resumed.stderr and "replaces the perceptual loss" in resumed.stderr
+    # Progress reaches a log file as plain lines; the resumed run found every clip prepared.
+    assert "training: 8/8 steps (100 %)" in resumed.stderr
+    assert "preparing clips: 12 of 12 clips found in" in resumed.stderr
 
 
 def test_training_refuses_to_run_on_nothing(demo_manifest, tmp_path) -> None:
@@ -205,3 +210,86 @@ def test_training_refuses_to_run_on_nothing(demo_manifest, tmp_path) -> None:
         train(manifest, root, "tiny-64", tmp_path / "run", steps=1, exclude_subjects=subjects, progress=False)
     with pytest.raises(UserError, match="no such config"):
         train(manifest, root, "tiny-65", tmp_path / "run", steps=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def train_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One preparation cache for this module's runs: the first prepares the clips, the others reuse them."""
+    return tmp_path_factory.mktemp("train-cache")
+
+
+def _one_person_for_two_subjects(demo_manifest, tmp_path: Path) -> Path:
+    """The demo manifest with subjects 1 and 2 declared one person ("p1"), e.g. a participant filmed twice."""
+    manifest, _ = demo_manifest
+    frame = with_persons(read_manifest(manifest), {"casme2/1": "p1", "casme2/2": "p1"})
+    return write_manifest(frame, tmp_path / "persons.csv")
+
+
+def test_checkpoint_records_persons_and_excludes_by_person(
+    demo_manifest, tmp_path, train_cache, capsys
+) -> None:
+    _, root = demo_manifest
+    manifest = _one_person_for_two_subjects(demo_manifest, tmp_path)
+    config = tmp_path / "test-tiny.toml"
+    config.write_text(TEST_CONFIG)
+    common = {"steps": 1, "cache_dir": train_cache, "progress": False, "device": "cpu"}
+    by_person = train(manifest, root, config, tmp_path / "a", exclude_persons=["p1"], **common)
+    payload = load_checkpoint(by_person.checkpoint)[0]
+    assert payload["training_persons"] == ["casme2/3", "casme2/4", "casme2/5", "casme2/6"]
+    assert payload["training_subjects"] == ["casme2/3", "casme2/4", "casme2/5", "casme2/6"]
+    assert by_person.training_persons == tuple(payload["training_persons"])
+    # Excluding one of a person's two subjects keeps the person in training: recorded, and said aloud.
+    by_subject = train(manifest, root, config, tmp_path / "b", exclude_subjects=["1"], **common)
+    assert "p1" in by_subject.training_persons and "casme2/1" not in by_subject.training_subjects
+    assert "persons p1 still train" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--exclude-persons casme2/9: no such person"):
+        train(manifest, root, config, tmp_path / "c", exclude_persons=["casme2/9"], **common)
+
+
+def test_fine_tuning_records_what_the_initial_weights_saw(demo_manifest, tmp_path, train_cache) -> None:
+    manifest, root = demo_manifest
+    config = tmp_path / "frozen.toml"
+    config.write_text(
+        TEST_CONFIG.replace("[train]\n", "[train]\nlr = 0.0\n")
+    )  # steps leave weights as they are
+    common = {"steps": 1, "cache_dir": train_cache, "progress": False, "device": "cpu"}
+    first = train(manifest, root, config, tmp_path / "first", exclude_subjects=["1", "2"], **common)
+    start = load_checkpoint(first.checkpoint)[0]
+    # Weights that record nobody (an import without --trained-on) are refused: their provenance is unknown.
+    unknown = {**start, "training_subjects": [], "training_persons": []}
+    save_checkpoint(tmp_path / "unknown.pt", unknown)
+    with pytest.raises(UserError, match="unknown provenance.*--trained-on"):
+        train(manifest, root, config, tmp_path / "refused", init=tmp_path / "unknown.pt", **common)
+    with pytest.raises(UserError, match="--trained-on .* --init"):
+        train(manifest, root, config, tmp_path / "refused", trained_on=["voxceleb"], **common)
+    tuned = train(
+        manifest,
+        root,
+        config,
+        tmp_path / "tuned",
+        exclude_subjects=["3", "4", "5", "6"],
+        init=first.checkpoint,
+        trained_on=["voxceleb"],
+        **common,
+    )
+    payload = load_checkpoint(tuned.checkpoint)[0]
+    own = ["casme2/1", "casme2/2"]
+    inherited = ["casme2/3", "casme2/4", "casme2/5", "casme2/6"]
+    assert payload["training_subjects"] == own + inherited
+    assert payload["training_persons"] == own + inherited + ["voxceleb"]
+    assert payload["provenance"]["init_sha256"] == load_checkpoint(first.checkpoint)[1]
+    for name in ("kp_detector", "generator"):  # it started from those weights (lr 0 kept them)
+        learned = [k for k in start[name] if "running_" not in k and "num_batches" not in k]
+        assert learned and all(torch.equal(start[name][k], payload[name][k]) for k in learned)
+
+
+def test_a_cuda_device_without_cuda_is_one_line() -> None:
+    if torch.version.cuda is None:
+        with pytest.raises(UserError, match=r"cuda:0: this torch .* CPU-only build; install a CUDA build"):
+            resolve_device("cuda:0")
+    else:
+        with pytest.raises(UserError, match=r"cuda:99: only \d+ GPU"):
+            resolve_device("cuda:99")
+    with pytest.raises(UserError, match="not a torch device name"):
+        resolve_device("gpu0")
+    assert resolve_device("cpu") == torch.device("cpu")
