@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy.spatial import ConvexHull, QhullError
 
+from augmenter.devices import resolve_device  # re-exported: callers import it from here too
 from augmenter.errors import UserError
 from augmenter.face.prior import au_points_normalized
 from augmenter.generators.base import PreparedClip, TargetFace
@@ -24,13 +25,6 @@ from augmenter.model.config import keypoint_mode
 from augmenter.model.keypoint_detector import keypoint_values
 from augmenter.model.networks import Networks
 from augmenter.prepare import smooth_tracks
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" → CUDA when present, else CPU; anything else as torch understands it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def hull_area(points: np.ndarray) -> float:
