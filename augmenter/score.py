@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from augmenter.face.base import FaceBackend, FaceBox
 from augmenter.flow import AU_REGIONS, FlowMethod, au_region_masks, end_point_error, face_mask, optical_flow
 from augmenter.generators import ClipGenerator, PreparedClip, TargetFace, generator_kind_of, load_generator
 from augmenter.manifest import read_manifest, row_fold_key, row_person
-from augmenter.prepare import DEFAULT_MARGIN, prepare_clip, select_subjects
+from augmenter.prepare import DEFAULT_MARGIN, prepare_clips, resolve_cache_dir, select_subjects
 from augmenter.progress import StageProgress
 
 # Flow metrics per region: the face, the union of the AU regions, and each AU region on its own.
@@ -436,6 +436,29 @@ def _settings_digest(size: int, margin: float, flow_method: str, backend: FaceBa
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Clips prepared together (in a process pool, one process per core) before they are scored one by one.
+PREPARE_CHUNK = 16
+
+
+def _prepared(
+    records: list[dict],
+    indices: list[int],
+    root: str | Path,
+    size: int,
+    backend: FaceBackend,
+    cache: Path | None,
+    margin: float,
+) -> Iterator[tuple[PreparedClip, int]]:
+    """(prepared clip, its index) for the given rows, prepared a chunk at a time over the machine's cores,
+    so only one chunk of clips is held in memory while the scoring (one process) catches up."""
+    for start in range(0, len(indices), PREPARE_CHUNK):
+        chunk = indices[start : start + PREPARE_CHUNK]
+        clips = prepare_clips(
+            [records[i] for i in chunk], root, size, backend.name, cache, margin, progress=False
+        )
+        yield from zip(clips, chunk, strict=True)
+
+
 def score_generators(
     generators: Sequence[GeneratorOption],
     manifest_path: str | Path,
@@ -478,6 +501,7 @@ def score_generators(
     chosen = select_clips(manifest, manifest_path, subjects, persons)
     assignment = _assign(rows, chosen)
     settings = _settings_digest(size, margin, flow_method, backend)
+    cache = resolve_cache_dir(cache_dir, manifest_path)
     out_path = Path(out) if out is not None else None
     clips_file = clips_path_for(out_path) if out_path is not None else None
     if clips_file is not None:
@@ -500,11 +524,11 @@ def score_generators(
         for key, items in zip(keys, needed, strict=True)
     ]
     already = sum(1 for items in todo if not items)
+    pending = [i for i, items in enumerate(todo) if items]
+    records = chosen.to_dict("records")
     with StageProgress("score", len(keys), unit="clips", enabled=progress, completed=already) as bar:
-        for (_, clip_row), key, items in zip(chosen.iterrows(), keys, todo, strict=True):
-            if not items:
-                continue
-            clip = prepare_clip(clip_row, root, size, backend, cache_dir=cache_dir, margin=margin)
+        for clip, index in _prepared(records, pending, root, size, backend, cache, margin):
+            clip_row, key, items = records[index], keys[index], todo[index]
             reference = clip_reference(clip, backend, margin, flow_method)
             target = TargetFace(clip.key, row_fold_key(clip_row), clip.frames[0], clip.landmarks[0])
             for name, checksum, generator, spec in items:
