@@ -15,9 +15,9 @@ installed. To get the wheel once (it is not a dependency of augmenter):
    motion a generator must reproduce. Frames are written losslessly (PNG) under OUT/root.
 2. Self-reenactment (`augmenter.score.score_generators`, one table on one clip set): the demo-trained
    tiny-64 FP-FOMM (shipped weights, never trained on these people), landmark-tps, copy-onset, optionally a
-   FOMM-layout checkpoint (--fomm FILE.pth.tar) and, with --train-steps N, tiny-64 trained on real video: one
-   model per video, trained on the OTHER videos' segments, so every scored clip is of a person its weights
-   never saw.
+   FOMM-layout checkpoint (--fomm FILE.pth.tar) and, with --train-steps N, the demo weights fine-tuned on real
+   video: one model per video, fine-tuned on the OTHER videos' segments, so every scored clip is of a person
+   its weights never saw.
 3. Cross-identity transfer: held-out segments drive other real faces (the other video's first frame and the
    package photos of the demo corpus). Per generator: the identity distance (dlib embedding) of every
    generated frame to the target (identity kept: lower is better; the source person's own distance to the
@@ -171,14 +171,15 @@ def build_manifest(videos: list[Path], out: Path, segment_frames: int, max_segme
     return manifest
 
 
-def train_per_person(manifest: Path, root: Path, out: Path, steps: int) -> list[str]:
-    """tiny-64 trained on every video but one, per video: weights that never saw the person they score."""
+def fine_tune_per_person(manifest: Path, root: Path, out: Path, init: Path, steps: int) -> list[str]:
+    """Per video, the demo weights fine-tuned on every OTHER video's segments: weights that never saw the
+    person they score (the checkpoint records the demo persons too, from `init`)."""
     from augmenter.train import train
 
     frame = read_manifest(manifest)
     checkpoints = []
-    for subject in sorted(set(frame["subject"])):
-        run = out / "runs" / f"without-{subject}-{steps}"
+    for person in sorted(set(frame["person"])):
+        run = out / "runs" / f"without-{person.replace('/', '-')}-{steps}"
         status = run / "status.txt"
         if not status.is_file():
             result = train(
@@ -188,7 +189,8 @@ def train_per_person(manifest: Path, root: Path, out: Path, steps: int) -> list[
                 run,
                 steps=steps,
                 resume=(run / "checkpoint.pt").is_file(),
-                exclude_subjects=(f"{DATASET}/{subject}",),
+                exclude_persons=(person,),
+                init=init,
                 cache_dir=out / "cache",
                 progress=True,
                 device="cpu",
@@ -274,7 +276,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--fpfomm", type=Path, default=SHIPPED_FPFOMM, help="demo-trained FP-FOMM checkpoint")
     parser.add_argument("--fomm", type=Path, default=None, help="a FOMM-layout checkpoint (.pth.tar)")
-    parser.add_argument("--train-steps", type=int, default=0, help="also train tiny-64 per held-out video")
+    parser.add_argument(
+        "--train-steps", type=int, default=0, help="also fine-tune the demo weights per held-out video"
+    )
     parser.add_argument("--transfer-sources", type=int, default=2, help="source segments per video")
     parser.add_argument("--photos", type=int, default=4, help="package photos used as transfer targets")
     args = parser.parse_args()
@@ -289,12 +293,8 @@ def main() -> None:
     if args.fomm is not None:
         rows.append(("fomm", [str(args.fomm)]))
     if args.train_steps > 0:
-        rows.append(
-            (
-                f"fp-fomm-video-{args.train_steps}",
-                train_per_person(manifest, root, args.out, args.train_steps),
-            )
-        )
+        checkpoints = fine_tune_per_person(manifest, root, args.out, args.fpfomm, args.train_steps)
+        rows.append((f"fp-fomm-tuned-{args.train_steps}", checkpoints))
     cache = args.out / "cache"
     self_scores = score_generators(
         rows, manifest, root, size=args.size, out=args.out / "self-reenactment.json", cache_dir=cache
