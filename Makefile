@@ -20,7 +20,7 @@ demo: install
 
 # Re-make the shipped demo generators (augmenter/demo_weights/): train both on the default demo corpus.
 demo-weights: install
-	$(BIN)/augmenter demo --train --out build/demo-train
+	$(BIN)/augmenter demo --train --train-only --out build/demo-train
 	$(BIN)/python -c 'from augmenter.demo.job import export_demo_weights; print(export_demo_weights("build/demo-train"))'
 
 lint: install

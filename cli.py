@@ -97,8 +97,10 @@ def manifest_check(
 @app.command("demo-data")
 def demo_data_command(
     out: Path = typer.Option(..., "--out", help="Folder to write the corpus into (CASME II layout + sheet)."),
-    subjects: int = typer.Option(12, "--subjects", help="Number of subjects (8 real people, then variants)."),
-    clips_per_subject: int = typer.Option(6, "--clips-per-subject", help="Clips per subject."),
+    subjects: int = typer.Option(
+        9, "--subjects", help="Number of subjects (9 real people, then variants; persons.csv says who)."
+    ),
+    clips_per_subject: int = typer.Option(8, "--clips-per-subject", help="Clips per subject."),
     size: int = typer.Option(128, "--size", help="Frame side in pixels (motion amplitudes scale with it)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
 ) -> None:
@@ -499,6 +501,11 @@ def evaluate_command(
         out=out,
         recognizer=recognizer,
         synthetic=tuple(synthetic or ()),
+        arms=tuple(parse_arm(text) for text in arm or ()),
+        shuffle_synthetic_labels=shuffle_synthetic_labels,
+        external_targets=external_targets,
+        target_persons=target_persons,
+        synthetic_share=synthetic_share,
         max_synthetic_ratio=max_synthetic_ratio,
         min_quality=tuple(min_quality or ()),
         strict=strict,
@@ -527,31 +534,38 @@ def evaluate_command(
 def demo_command(
     out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for every stage's outputs."),
     workers: int = typer.Option(2, "--workers", help="Dask CPU workers for generation."),
-    subjects: int = typer.Option(12, "--subjects", help="Demo subjects (people)."),
-    clips_per_subject: int = typer.Option(6, "--clips-per-subject", help="Demo clips per subject."),
+    subjects: int = typer.Option(9, "--subjects", help="Demo subjects (9 real people, then variants)."),
+    clips_per_subject: int = typer.Option(8, "--clips-per-subject", help="Demo clips per subject."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Recognizer seeds, comma-separated (≥ 3 for a CI)."),
+    score: bool = typer.Option(True, "--score/--no-score", help="Self-reenactment table of every generator."),
     train: bool = typer.Option(
         False, "--train", help="Train both generators here instead of using the shipped demo weights."
     ),
     train_steps: int | None = typer.Option(
         None, "--train-steps", help="Generator training steps when training (default: the config's)."
     ),
+    train_only: bool = typer.Option(
+        False, "--train-only", help="Stop after the generators (`make demo-weights` exports them)."
+    ),
 ) -> None:
     """Main job on the bundled demo corpus: corpus → manifest → train → generate → score → evaluate."""
     from augmenter.demo.job import DemoJob, run_demo
-        arms=tuple(parse_arm(text) for text in arm or ()),
-        shuffle_synthetic_labels=shuffle_synthetic_labels,
-        external_targets=external_targets,
-        target_persons=target_persons,
-        synthetic_share=synthetic_share,
 
+    try:
+        seed_values = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"--seeds {seeds!r}: give integers separated by commas, e.g. 0,1,2") from None
     run_demo(
         DemoJob(
             out=out,
             workers=workers,
             subjects=subjects,
             clips_per_subject=clips_per_subject,
+            seeds=seed_values,
+            score=score,
             train=train,
             train_steps=train_steps,
+            train_only=train_only,
         )
     )
 

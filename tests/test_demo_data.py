@@ -80,7 +80,7 @@ def test_sheet_matches_the_real_casme2_header_and_cell_types(demo_corpus: DemoCo
         assert emotion == clip.emotion and isinstance(objective, int)
         extra = dict(zip(header[10:], row[10:], strict=True))
         assert extra["Demo AUs"] == clip.aus and extra["Demo Amplitude px"] == pytest.approx(
-            clip.amplitude_px, 1e-3
+            clip.amplitude_px, abs=1e-3
         )
 
 

@@ -72,9 +72,11 @@ class DemoJob:
     config: str = "tiny-64"
     train: bool = False  # True: train both generators here even when the shipped ones fit
     train_steps: int | None = None  # None = the config's schedule (what the shipped weights had)
+    train_only: bool = False  # stop after the generators (what `make demo-weights` needs)
     max_per_source: int = 1
     recognizer: str = "resnet"
     seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int | None = None  # recognizer schedule; None = the evaluation's configured one
     seed: int = 0  # corpus and pairing seed
     score: bool = True  # the self-reenactment table (one clip set, every generator)
     console: Console = field(default_factory=lambda: Console(stderr=True))
@@ -299,6 +301,10 @@ def run_demo(job: DemoJob) -> DemoResult:
                 cache_dir=cache,
             )
         stages.run(f"train generator {half}", f"{what} → {run_dir}", (run_dir / "complete").is_file, action)
+    if job.train_only:
+        return DemoResult(
+            {}, {}, out / "report", out / "preview.gif", time.perf_counter() - started, stages.seconds
+        )
 
     stores = store_paths(out)
     specs = {
@@ -365,6 +371,7 @@ def run_demo(job: DemoJob) -> DemoResult:
                 synthetic=fpfomm_stores,
                 arms=arms,
                 seeds=tuple(job.seeds),
+                epochs=job.epochs,
                 cache_dir=cache / "features",
             )
         ),

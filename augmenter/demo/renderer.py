@@ -8,7 +8,7 @@ Landmark motion. For each AU, dlib's 68 landmarks (plus two virtual cheek points
 directions (`AU_MOVES`). A dense field spreads them over the skin with normalised Gaussian weights, ``D(x) =
 Σ w_i(x) d_i / (Σ w_i(x) + c)`` with ``w_i = exp(-|x - p_i|² / 2σ²)``: unmoved landmarks pin the skin (d_i =
 0) and the constant c makes motion fade to zero away from every landmark. The field is scaled so the largest
-displacement at a moved landmark equals the clip's amplitude (1–4 px at 128², proportional to size).
+displacement at a moved landmark equals the clip's amplitude (0.5–2 px at 128² in the default corpus).
 
 Skin effects between landmarks (`skin_effects`). FACS (Ekman, Friesen & Hager 2002) defines several AUs
 largely by appearance changes that no landmark carries: AU4 gathers the skin between the brows into vertical
@@ -19,7 +19,7 @@ also bunches the cheek lateral to it); AU14 pits a dimple lateral to the lip cor
 horizontal forehead furrows (medially and laterally). Each is a small displacement field centred between
 landmarks — a *furrow* (skin on both sides drawn toward a segment), a *bulge* (skin pushed radially out of a
 centre) or a *dimple* (drawn into a centre) — whose peak is a fixed fraction of the clip amplitude (≤ 0.5 ×
-amplitude, so within the corpus's 1–4 px), plus the shading it causes: a furrow darkens along its line, a
+amplitude, so within the corpus's range), plus the shading it causes: a furrow darkens along its line, a
 bulge lit from above is brighter on top and darker below, a dimple darkens at its pit. Depths scale with
 amplitude / inter-ocular distance (≤ ~15 % darker). Geometry is in units of the inter-ocular distance, so it
 follows each face.
