@@ -79,8 +79,11 @@ def face_clips(size: int, frames: int, n: int) -> list[np.ndarray]:
     return clips
 
 
-def write_ratio(workdir: Path, size: int, frames: int, n: int) -> dict:
-    """Raw write time / zarr write time (≥ 1 would mean zarr is faster) for `n` clips of `frames` × size²."""
+def write_ratio(workdir: Path, size: int, frames: int, n: int, repeats: int = 3) -> dict:
+    """Raw write time / zarr write time (≥ 1 would mean zarr is faster) for `n` clips of `frames` × size².
+
+    Every write makes a new file on both sides, as in a run (each clip is written once): the store has room
+    for `repeats` × n clips, the raw side writes new names. Interleaved, best of `repeats`."""
     from augmenter.store import StoreWriter, write_clip
 
     clips = face_clips(size, frames, n)
@@ -88,20 +91,20 @@ def write_ratio(workdir: Path, size: int, frames: int, n: int) -> dict:
     shutil.rmtree(target, ignore_errors=True)
     attrs = {"generator_kind": "x", "generator_checksum": "x", "size": size, "seed": 0}
     writer = StoreWriter(target, size=size, max_frames=frames, attrs=attrs)
-    writer.group["clips"].resize((n, frames, size, size, 3))
-    write_clip(target, 0, clips[0])  # the worker's writer is opened once; a run reuses it
+    writer.group["clips"].resize((repeats * n + 1, frames, size, size, 3))
+    write_clip(target, repeats * n, clips[0])  # the worker's writer is opened once; a run reuses it
     raw = workdir / f"raw-{size}"
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir()
     zarr_s, raw_s = [], []
-    for _ in range(3):  # interleaved, best of three: the page cache and other load hit both alike
+    for repeat in range(repeats):
         started = time.perf_counter()
         for index, clip in enumerate(clips):
-            write_clip(target, index, clip)
+            write_clip(target, repeat * n + index, clip)
         zarr_s.append(time.perf_counter() - started)
         started = time.perf_counter()
         for index, clip in enumerate(clips):
-            np.save(raw / f"{index}.npy", clip)
+            np.save(raw / f"{repeat}-{index}.npy", clip)
         raw_s.append(time.perf_counter() - started)
     return {
         "ratio": min(raw_s) / min(zarr_s),
