@@ -297,7 +297,7 @@ def run_demo(job: DemoJob) -> DemoResult:
                 out_dir=run_dir,
                 steps=job.train_steps,
                 resume=(run_dir / "checkpoint.pt").is_file(),
-                exclude_subjects=halves[half]["subjects"],
+                exclude_persons=halves[half]["persons"],  # and with them every subject of theirs
                 cache_dir=cache,
             )
         stages.run(f"train generator {half}", f"{what} → {run_dir}", (run_dir / "complete").is_file, action)
