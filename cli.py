@@ -190,6 +190,7 @@ def train_command(
         f"{len(result.training_persons)} persons ({len(result.training_subjects)} subjects) in "
         f"{result.seconds / 60:.1f} min",
         highlight=False,
+        soft_wrap=True,
     )
 
 

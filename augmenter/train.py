@@ -372,7 +372,7 @@ def train(
     processes through the shared preparation cache (`cache_dir`, see augmenter.prepare.resolve_cache_dir).
     """
     started = time.monotonic()
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a log file gets whole lines
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
     trained_on = tuple(str(p).strip() for p in trained_on if str(p).strip())

@@ -6,7 +6,12 @@ With `--portability`, the trained weights also go through a checkpoint file and 
 on the device (and under bfloat16 autocast on CUDA): the max/mean pixel differences say whether a GPU-trained
 checkpoint generates the same clips everywhere.
 
+With `--prepare MANIFEST ROOT`, it times what `train` does before its first step instead: a manifest's clips
+prepared with their teacher flows in one process (cold cache), in the process pool (cold cache), then in the
+pool again (warm cache).
+
     python benchmarks/training_throughput.py --config tiny-64 [--device cuda] [--steps 30] [--clip clip.npz]
+    python benchmarks/training_throughput.py --prepare casme2.csv /data/CASME2 [--workers 2]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from generator_throughput import load_clip, real_clip  # noqa: E402
 from augmenter.generators.fpfomm import load_fpfomm  # noqa: E402
 from augmenter.model.checkpoint import save_checkpoint  # noqa: E402
 from augmenter.model.config import load_config  # noqa: E402
+from augmenter.prepare import cache_stats, default_workers, prepare_clips_with_flows  # noqa: E402
 from augmenter.train import Trainer, _step_generator, clip_tensors, draw_batch  # noqa: E402
 
 
@@ -41,6 +47,27 @@ def _report(what: str, reference: np.ndarray, other: np.ndarray) -> None:
     print(f"{what}: max pixel difference {error.max()}, mean {error.mean():.3f}")
 
 
+def preparation(config: dict, manifest: Path, root: Path, workers: int | None) -> None:
+    """Seconds to prepare a manifest's clips and teacher flows: one process cold, the pool cold and warm."""
+    from augmenter.manifest import read_manifest
+
+    frame = read_manifest(manifest)
+    size, method = int(config["model"]["size"]), config["train"]["teacher_method"]
+    workers = workers or default_workers()
+    with tempfile.TemporaryDirectory() as serial_cache, tempfile.TemporaryDirectory() as cache:
+        runs = (("1 process, cold", serial_cache, 1), (f"{workers} processes, cold", cache, workers))
+        runs += ((f"{workers} processes, warm", cache, workers),)
+        for label, folder, count in runs:
+            started = time.perf_counter()
+            prepare_clips_with_flows(frame, root, size, "dlib", folder, flows_method=method, workers=count)
+            seconds = time.perf_counter() - started
+            stats = cache_stats(folder)
+            print(
+                f"{label}: {seconds:.1f} s for {len(frame)} clips ({len(frame) / seconds:.2f} clips/s); "
+                f"cache so far {stats.hits} hits, {stats.misses} misses"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny-64")
@@ -52,7 +79,14 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "augmenter-bench-cache")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--portability", action="store_true")
+    parser.add_argument("--prepare", nargs=2, type=Path, metavar=("MANIFEST", "ROOT"), default=None)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="--prepare: pool processes (default: cores)"
+    )
     args = parser.parse_args()
+    if args.prepare is not None:
+        preparation(load_config(args.config), args.prepare[0], args.prepare[1], args.workers)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
