@@ -106,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="augmenter-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    subjects, clips, n_sources = (10, 10, 100) if args.quick else (20, 20, 255)
+    subjects, clips, n_sources = (11, 10, 100) if args.quick else (21, 20, 255)  # 10,000 and 102,000 pairings
     small = 1000 if args.quick else 10000
 
     from augmenter.cluster import close_client, get_client
