@@ -121,14 +121,10 @@ def with_persons(frame: pd.DataFrame, persons: dict[str, str] | None = None) -> 
         fold_key(d, s)
         for d, s in zip(frame["dataset"].astype(str), frame["subject"].astype(str), strict=True)
     ]
-    own = (
-        frame["person"].astype(str).str.strip() if "person" in frame.columns else pd.Series([""] * len(frame))
-    )
+    given = frame["person"].tolist() if "person" in frame.columns else [""] * len(frame)
+    own = [v.strip() if isinstance(v, str) and v.strip().lower() != "nan" else "" for v in given]
     mapping = persons or {}
-    frame["person"] = [
-        mapping.get(key) or (mine if mine and mine.lower() != "nan" else key)
-        for key, mine in zip(keys, own, strict=True)
-    ]
+    frame["person"] = [mapping.get(key) or mine or key for key, mine in zip(keys, own, strict=True)]
     return frame
 
 
