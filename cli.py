@@ -488,6 +488,9 @@ def evaluate_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: int = typer.Option(1, "--threads", help="Torch threads for in-process training."),
     config: Path | None = typer.Option(None, "--config", help="Recognizer schedules TOML."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Preparation cache (default: $AUGMENTER_CACHE, else beside the manifest)."
+    ),
 ) -> None:
     """Leave-one-person-out recognition, baseline vs each arm on equal budgets: gain, CI over persons, p."""
     from recognition_eval.evaluate import EvaluateJob, evaluate, parse_arm
@@ -521,6 +524,7 @@ def evaluate_command(
         device=device,
         epochs=epochs,
         config=config,
+        prepare_cache_dir=cache_dir,
         torch_threads=threads,
         progress=lambda message: err_console.print(message, highlight=False, soft_wrap=True),
     )

@@ -21,6 +21,7 @@ import pandas as pd
 
 from augmenter.errors import UserError
 from augmenter.manifest import LABEL3_CLASSES, clip_key, read_manifest
+from augmenter.prepare import resolve_cache_dir
 from augmenter.progress import StageProgress
 from recognition_eval.features import (
     ClipFeatures,
@@ -104,6 +105,7 @@ class EvaluateJob:
     epochs: int | None = None  # None = the configured fixed schedule
     config: Path | None = None
     cache_dir: Path | None = None  # None = <out>/cache
+    prepare_cache_dir: Path | None = None  # face crops, shared by the stages: see resolve_cache_dir
     bootstrap: int = 2000
     permutations: int = 10000
     batched: bool | None = None  # None = batched on CUDA, one model at a time on CPU (measured faster there)
@@ -302,7 +304,7 @@ def evaluate(job: EvaluateJob) -> dict:
         results = _run_all(
             client, _real_features_task, rows.to_dict("records"), "evaluate features (real)", "clips",
             job.show_progress, root=str(job.root), settings=settings, cache_dir=str(cache_dir / "features"),
-            prepare_cache=str(cache_dir / "prepared"),
+            prepare_cache=str(resolve_cache_dir(job.prepare_cache_dir, job.manifest, cache_dir / "prepared")),
         )  # fmt: skip
         failed = [(clip_key(rows.iloc[i]), r) for i, r in enumerate(results) if isinstance(r, str)]
         good = np.array([not isinstance(r, str) for r in results], dtype=bool)
