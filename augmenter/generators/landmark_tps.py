@@ -25,13 +25,13 @@ from augmenter.warp import border_points, tps_displacement_fields, warp_forward
 
 KIND = "landmark-tps"
 TRACKING_CHOICES: tuple[str, ...] = ("dis", "farneback", "tvl1", "landmarks")
-# Defaults chosen on VALIDATION PERSONS by benchmarks/landmark_tps_selection.py: the demo corpus with the demo's
-# settings and corpus seed 1, 64² crops, 48 clips of 6 persons (astronaut, grace-hopper, t1-2, t1-5, t1-6,
-# tom-hanks); tracking × σ (0, 1, 2 frames) × dead-band (0, 0.25, 0.5 px) grid, onset → apex face flow EPE
-# (copy-onset 0.284): DIS σ 1 no dead-band 0.092 (best; AU regions 0.101), DIS σ 0 0.093, Farnebäck at best
-# 0.100, dlib landmark tracks at best 0.234 (σ 2, dead-band 0.25). Flow tracks barely jitter: light smoothing,
-# no dead-band. Reported on the 3 other persons (t1-1, t1-3, t1-4; 24 clips): 0.103 [0.083, 0.125] vs
-# copy-onset 0.303 and the demo-oracle ceiling 0.084 (95 % intervals over persons).
+# Defaults chosen on VALIDATION PERSONS by benchmarks/landmark_tps_selection.py: the demo corpus with the
+# demo's settings and corpus seed 1, 64² crops, 48 clips of 6 persons (astronaut, grace-hopper, t1-2, t1-5,
+# t1-6, tom-hanks); a tracking × σ (0, 1, 2 frames) × dead-band (0, 0.25, 0.5 px) grid, scored by the
+# onset → apex face flow EPE (copy-onset 0.284): DIS σ 1 no dead-band 0.092 (best; AU regions 0.101), DIS σ 0
+# 0.093, Farnebäck at best 0.100, dlib landmark tracks at best 0.234 (σ 2, dead-band 0.25). Flow tracks
+# barely jitter: light smoothing, no dead-band. Reported on the 3 other persons (t1-1, t1-3, t1-4; 24 clips):
+# 0.103 [0.083, 0.125] vs copy-onset 0.303 and the demo-oracle ceiling 0.084 (95 % intervals over persons).
 DEFAULT_TRACKING = "dis"
 DEFAULT_SIGMA_FRAMES = 1.0
 DEFAULT_DEAD_BAND_PX = 0.0
