@@ -1,4 +1,5 @@
-"""`augmenter demo`: the halves, a tiny real end-to-end run and its re-run, and the shipped-weights guard."""
+"""`augmenter demo`: person halves, a tiny real end-to-end run with every control arm and its re-run, and the
+shipped-weights guard."""
 
 from __future__ import annotations
 
@@ -6,17 +7,22 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from rich.console import Console
 
-from augmenter.demo.corpus import TRUTH_FILE, make_demo_corpus
+from augmenter.demo.corpus import PERSONS_FILE, TRUTH_FILE, make_demo_corpus
 from augmenter.demo.job import (
+    ARM_ORDER,
     HALVES,
     DemoJob,
     DemoResult,
     export_demo_weights,
+    gain_table,
+    person_halves,
     run_demo,
     shipped_checkpoint,
+    store_paths,
     subject_halves,
 )
 from augmenter.model.checkpoint import load_checkpoint
@@ -29,6 +35,20 @@ def test_subject_halves_interleave_in_natural_order() -> None:
     assert halves["b"] == [f"casme2/{i}" for i in (2, 4, 6, 8, 10, 12)]
 
 
+def test_person_halves_keep_a_persons_variants_together() -> None:
+    rows = pd.DataFrame(
+        {
+            "dataset": ["casme2"] * 5,
+            "subject": ["1", "2", "3", "4", "5"],
+            "person": ["ann", "bob", "cy", "ann", "bob"],  # subjects 4 and 5 are variants of 1 and 2
+        }
+    )
+    halves = person_halves(rows)
+    assert halves["a"]["persons"] == ["ann", "cy"] and halves["b"]["persons"] == ["bob"]
+    assert halves["a"]["subjects"] == ["casme2/1", "casme2/3", "casme2/4"]
+    assert halves["b"]["subjects"] == ["casme2/2", "casme2/5"]
+
+
 def _tiny_job(out: Path) -> DemoJob:
     return DemoJob(
         out=out,
@@ -39,6 +59,8 @@ def _tiny_job(out: Path) -> DemoJob:
         frames=(8, 12),
         train=True,
         train_steps=2,
+        seeds=(0, 1, 2),
+        epochs=1,
         console=Console(stderr=True, quiet=True),
     )
 
@@ -49,30 +71,42 @@ def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoJob, DemoRe
     return job, run_demo(job)
 
 
-def test_tiny_demo_runs_every_stage_leakage_free(tiny_demo: tuple[DemoJob, DemoResult]) -> None:
+def test_tiny_demo_runs_every_stage_and_arm_leakage_free(tiny_demo: tuple[DemoJob, DemoResult]) -> None:
     job, result = tiny_demo
     out = Path(job.out)
-    assert set(result.scores) == {"fp-fomm-a", "fp-fomm-b", "landmark-tps"}
-    for name in ("fp-fomm-a", "fp-fomm-b"):
-        assert result.scores[name]["generator"]["n_clips"] == 6  # its 2 held-out subjects × 3 clips
+    persons = pd.read_csv(out / "corpus" / PERSONS_FILE, dtype=str)
+    assert persons["person"].nunique() == 4  # 4 subjects of 4 different real people
+    halves = person_halves(pd.read_csv(out / "manifest.csv", dtype=str))
     for half in HALVES:
         payload, _ = load_checkpoint(out / f"generator-{half}" / "checkpoint.pt")
-        held_out = set(subject_halves([f"casme2/{i}" for i in range(1, 5)])[half])
-        assert payload["step"] == 2 and not set(payload["training_subjects"]) & held_out
+        assert payload["step"] == 2
+        assert not set(payload["training_subjects"]) & set(halves[half]["subjects"])
+    for store in store_paths(out).values():
+        assert (store.parent / f"{store.name}.complete").is_file()
     report = json.loads((out / "report" / "report.json").read_text())
-    assert report["baseline"]["uf1"] is not None and report["augmented"]["uf1"] is not None
-    assert report["n_synthetic_used"] > 0
-    assert result.preview.is_file() and result.preview.stat().st_size > 0
+    assert report["unit"] == "person" and report["n_seeds"] == 3
     summary = json.loads((out / "demo-summary.json").read_text())
+    assert set(summary["arms"]) == set(ARM_ORDER)
+    for name, arm in summary["arms"].items():
+        assert arm["uf1"] is not None and arm["steps"] > 0, name
+        if name != "baseline":
+            low, high = arm["ci_uf1"]
+            assert low <= arm["gain_uf1"] <= high and 0.0 <= arm["p_uf1"] <= 1.0
+            assert arm["n_synthetic"] > 0, name
     assert summary["gain_uf1"] == pytest.approx(report["gain_uf1"])
+    assert {"unit", "n_folds", "n_seeds", "resampled"} <= set(summary)
+    rendered = Console(record=True, width=200)
+    rendered.print(gain_table(report))
+    text = rendered.export_text()
+    assert all(name in text for name in ARM_ORDER)
+    assert result.preview.is_file() and result.preview.stat().st_size > 0
 
 
 def test_tiny_demo_rerun_reuses_every_stage(tiny_demo: tuple[DemoJob, DemoResult]) -> None:
     job, first = tiny_demo
     report_before = (Path(job.out) / "report" / "report.json").read_bytes()
     again = run_demo(job)
-    reused = {name: s for name, s in again.stage_seconds.items() if not name.startswith("generate")}
-    assert all(seconds == 0.0 for seconds in reused.values()), reused
+    assert all(seconds == 0.0 for seconds in again.stage_seconds.values()), again.stage_seconds
     assert (Path(job.out) / "report" / "report.json").read_bytes() == report_before
     assert again.scores == first.scores
 
@@ -86,7 +120,7 @@ def test_generate_size_defaults_to_the_generators_own(tiny_demo: tuple[DemoJob, 
     assert describe_generator("landmark-tps", None)["size"] == 128
 
 
-def test_shipped_weights_only_for_their_corpus_and_never_for_a_training_subject(
+def test_shipped_weights_only_for_their_corpus_and_never_for_a_training_person(
     tiny_demo: tuple[DemoJob, DemoResult], tmp_path: Path
 ) -> None:
     job, _ = tiny_demo
@@ -96,26 +130,32 @@ def test_shipped_weights_only_for_their_corpus_and_never_for_a_training_subject(
     assert [p.name for p in written] == ["generator-a.pt", "generator-b.pt"]
     payload, _ = load_checkpoint(written[0])
     assert "discriminator" not in payload and "optimizer_generator" not in payload
-    halves = subject_halves([f"casme2/{i}" for i in range(1, 5)])
-    assert shipped_checkpoint("a", corpus, halves["a"], folder) == folder / "generator-a.pt"
+    halves = person_halves(pd.read_csv(Path(job.out) / "manifest.csv", dtype=str))
+    a, b = halves["a"], halves["b"]
+    assert shipped_checkpoint("a", corpus, a["subjects"], folder, a["persons"]) == folder / "generator-a.pt"
     # generator a was trained on half b: it must never serve half b's folds
-    assert shipped_checkpoint("a", corpus, halves["b"], folder) is None
+    assert shipped_checkpoint("a", corpus, b["subjects"], folder, b["persons"]) is None
     other = tmp_path / "other-corpus"
     other.mkdir()
     (other / TRUTH_FILE).write_bytes((corpus / TRUTH_FILE).read_bytes() + b" ")
-    assert shipped_checkpoint("a", other, halves["a"], folder) is None
+    assert shipped_checkpoint("a", other, a["subjects"], folder, a["persons"]) is None
     shutil.rmtree(folder)
-    assert shipped_checkpoint("a", corpus, halves["a"], folder) is None
+    assert shipped_checkpoint("a", corpus, a["subjects"], folder, a["persons"]) is None
 
 
 def test_packaged_weights_fit_the_default_demo_corpus(tmp_path: Path) -> None:
     """The weights in the package were trained on exactly the corpus `augmenter demo` builds, without the
-    half each serves; if the corpus generator changes, `make demo-weights` must be re-run."""
+    half of the persons each serves; if the corpus generator changes, `make demo-weights` must be re-run."""
+    from augmenter.demo.corpus import read_demo_persons
+
     job = DemoJob()
     make_demo_corpus(tmp_path, job.subjects, job.clips_per_subject, job.corpus_size, job.seed, job.frames)
-    keys = [f"casme2/{i}" for i in range(1, job.subjects + 1)]
-    for half, held_out in subject_halves(keys).items():
-        path = shipped_checkpoint(half, tmp_path, held_out)
+    persons = read_demo_persons(tmp_path)
+    rows = pd.DataFrame(
+        {"dataset": "casme2", "subject": [k.split("/")[1] for k in persons], "person": list(persons.values())}
+    )
+    for half, members in person_halves(rows).items():
+        path = shipped_checkpoint(half, tmp_path, members["subjects"], held_out_persons=members["persons"])
         assert path is not None, f"shipped generator-{half} does not fit the corpus: make demo-weights"
         payload, _ = load_checkpoint(path)
-        assert sorted(payload["training_subjects"]) == sorted(set(keys) - set(held_out))
+        assert sorted(payload["training_subjects"]) == sorted(set(persons) - set(members["subjects"]))
