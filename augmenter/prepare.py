@@ -296,22 +296,24 @@ class _Counter:
         self.token = uuid.uuid4().hex[:8]
         self.pid = os.getpid()
         self.counts: dict[Path, dict[str, dict[str, int]]] = {}
+        self.lock = threading.Lock()  # Dask workers prepare in several threads
 
     def record(self, cache_dir: Path, kind: str, event: str) -> None:
         if os.getpid() != self.pid:  # a forked child starts its own file
             self.__init__()
-        counts = self.counts.setdefault(Path(cache_dir), {})
-        kind_counts = counts.setdefault(kind, {"hit": 0, "partial": 0, "miss": 0})
-        kind_counts[event] += 1
-        folder = Path(cache_dir) / STATS_FOLDER
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{socket.gethostname()}-{self.pid}-{self.token}.json"
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(counts, sort_keys=True))
-            os.replace(tmp, path)
-        except OSError:
-            pass  # counting must never break preparation (e.g. a read-only shared cache)
+        with self.lock:
+            counts = self.counts.setdefault(Path(cache_dir), {})
+            kind_counts = counts.setdefault(kind, {"hit": 0, "partial": 0, "miss": 0})
+            kind_counts[event] += 1
+            folder = Path(cache_dir) / STATS_FOLDER
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"{socket.gethostname()}-{self.pid}-{self.token}.json"
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(json.dumps(counts, sort_keys=True))
+                os.replace(tmp, path)
+            except OSError:
+                pass  # counting must never break preparation (e.g. a read-only shared cache)
 
 
 _COUNTER = _Counter()
