@@ -17,6 +17,7 @@ pool again (warm cache).
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -58,14 +59,20 @@ def preparation(config: dict, manifest: Path, root: Path, workers: int | None) -
         runs = (("1 process, cold", serial_cache, 1), (f"{workers} processes, cold", cache, workers))
         runs += ((f"{workers} processes, warm", cache, workers),)
         for label, folder, count in runs:
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), _cpu_seconds()
             prepare_clips_with_flows(frame, root, size, "dlib", folder, flows_method=method, workers=count)
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_before
             stats = cache_stats(folder)
             print(
-                f"{label}: {seconds:.1f} s for {len(frame)} clips ({len(frame) / seconds:.2f} clips/s); "
-                f"cache so far {stats.hits} hits, {stats.misses} misses"
+                f"{label}: {seconds:.1f} s for {len(frame)} clips ({len(frame) / seconds:.2f} clips/s), "
+                f"{cpu:.1f} CPU s in all processes; cache so far {stats.hits} hits, {stats.misses} misses"
             )
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process and its finished children (the pool's processes, once shut)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
