@@ -414,13 +414,9 @@ def plan_job(job: GenerateJob) -> tuple[pd.DataFrame, dict]:
 
 def default_cache_dir(job: GenerateJob) -> Path:
     """--cache-dir, else $AUGMENTER_CACHE, else the dataset's shared cache folder beside the manifest."""
-    from augmenter.prepare import CACHE_ENV, CACHE_FOLDER
+    from augmenter.prepare import resolve_cache_dir
 
-    if job.cache_dir:
-        return Path(job.cache_dir)
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(job.manifest).expanduser().resolve().parent / CACHE_FOLDER
+    return resolve_cache_dir(job.cache_dir, job.manifest)
 
 
 @dataclass
