@@ -75,7 +75,8 @@ DEMO_HEADER: tuple[str, ...] = (
 # amplitudes 0.7–3 and weak AU p=0.7 gain 0.4–1.0 left it at 0.83; the values below gave 0.75. Re-checked with
 # the person-fold evaluation (3 seeds, equal 100-step budgets, persons × seeds bootstrap): baseline UF1 0.754
 # (seeds 0.70 / 0.80 / 0.76); the oracle arm +0.011 [-0.109, +0.132] with one pairing per source clip and
-# +0.054 [-0.047, +0.163] (p 0.27) with three: the ceiling is not yet detectable at this size.
+# +0.054 [-0.047, +0.163] (p 0.27) with three: the ceiling is not yet detectable at this size. 12 clips per
+# person (three pairings) raised the baseline to 0.811 and left the oracle at +0.009 [-0.067, +0.073].
 AMPLITUDE_PX = (0.5, 2.0)  # largest landmark displacement at the apex, at 128²
 JPEG_QUALITY = 92
 BLINK_PROBABILITY = 0.35
