@@ -27,6 +27,7 @@ import pandas as pd
 
 from augmenter.errors import UserError
 from augmenter.manifest import clip_key, fold_key
+from augmenter.plan import read_target_persons as read_plan_target_persons
 
 TRAINING_FREE = "training-free"  # the sentinel a store records for a generator trained on nobody
 # Kinds that learn nothing: an old store of one of these with no training list recorded is training-free.
@@ -76,19 +77,10 @@ class Declarations:
 
 
 def read_target_persons(path: str | Path) -> dict[str, str]:
-    """CSV `target,person` → {"folder/<stem>": person}; the target may be a file name, stem or path."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: target-persons file not found; write a CSV with columns target,person")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("target", "person") if c not in table.columns]
-    if missing:
-        raise UserError(f"{path}: target-persons file lacks columns {missing}; use columns target,person")
+    """The target-persons CSV that `generate --target-persons` reads, keyed as stores name folder targets
+    ("folder/<stem>"); the target may be written as a file name, stem or path."""
     mapping: dict[str, str] = {}
-    for number, row in enumerate(table.to_dict("records"), start=2):
-        target, person = str(row["target"]).strip(), str(row["person"]).strip()
-        if not target or not person:
-            raise UserError(f"{path} row {number}: empty target or person; fill both or delete the row")
+    for target, person in read_plan_target_persons(path).items():
         stem = target[len(FOLDER_PREFIX) :] if target.startswith(FOLDER_PREFIX) else Path(target).stem
         mapping[FOLDER_PREFIX + stem] = person
     return mapping
