@@ -542,7 +542,9 @@ def demo_command(
     subjects: int = typer.Option(9, "--subjects", help="Demo subjects (9 real people, then variants)."),
     clips_per_subject: int = typer.Option(8, "--clips-per-subject", help="Demo clips per subject."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Recognizer seeds, comma-separated (≥ 3 for a CI)."),
-    score: bool = typer.Option(True, "--score/--no-score", help="Self-reenactment table of every generator."),
+    score: bool = typer.Option(
+        False, "--score/--no-score", help="Also the self-reenactment table of every generator (~3 min)."
+    ),
     train: bool = typer.Option(
         False, "--train", help="Train both generators here instead of using the shipped demo weights."
     ),

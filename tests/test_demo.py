@@ -61,6 +61,7 @@ def _tiny_job(out: Path) -> DemoJob:
         train_steps=2,
         seeds=(0, 1, 2),
         epochs=1,
+        score=True,
         console=Console(stderr=True, quiet=True),
     )
 
