@@ -12,12 +12,9 @@ from pathlib import Path
 from augmenter.datasets.common import (
     Issues,
     clip_and_subject,
-    keep_record,
+    keep_sheet_row,
     read_table,
-    resolve_au,
-    resolve_label3,
     resolve_timing,
-    timing_fields,
     typical_span,
     under_root,
 )
@@ -65,17 +62,19 @@ def read_records(
         timing = resolve_timing(row, clip, key, issues, span=span)
         if timing is None:
             continue
-        emotion = row.text("emotion")
-        record = {
-            "dataset": DATASET,
-            "subject": subject,
-            "clip_id": f"{recording}_{timing.onset}",
-            "frames_dir": f"{prefix}{subject}/{recording}/color",
-            "frame_pattern": FRAME_PATTERN,
-            **timing_fields(timing, FPS),
-            **resolve_au(row, clip, key, issues),
-            "emotion": emotion,
-            "label3": resolve_label3(emotion, row.number, clip, key, issues),
-        }
-        keep_record(records, record, row.number, root, check_frames, issues)
+        keep_sheet_row(
+            records,
+            issues,
+            row,
+            dataset=DATASET,
+            subject=subject,
+            clip=clip,
+            frames_dir=f"{prefix}{subject}/{recording}/color",
+            pattern=FRAME_PATTERN,
+            timing=timing,
+            fps=FPS,
+            root=root,
+            check_frames=check_frames,
+            clip_id=f"{recording}_{timing.onset}",
+        )
     return records, issues

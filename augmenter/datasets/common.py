@@ -381,6 +381,41 @@ def keep_record(
     records.append((row, record))
 
 
+def keep_sheet_row(
+    records: list[tuple[int, dict]],
+    issues: Issues,
+    row: SheetRow,
+    *,
+    dataset: str,
+    subject: str,
+    clip: str,
+    frames_dir: str,
+    pattern: str,
+    timing: Timing,
+    fps: float,
+    root: Path | None,
+    check_frames: bool,
+    clip_id: str | None = None,
+    label3: str | None = None,
+) -> None:
+    """The manifest record of one annotation-sheet row — timing, AU cell, emotion word and its 3-class label
+    (`label3` when the reader decided it itself) — kept by `keep_record`."""
+    key = (subject, clip)
+    emotion = row.text("emotion")
+    record = {
+        "dataset": dataset,
+        "subject": subject,
+        "clip_id": clip_id or clip,
+        "frames_dir": frames_dir,
+        "frame_pattern": pattern,
+        **timing_fields(timing, fps),
+        **resolve_au(row, clip, key, issues),
+        "emotion": emotion,
+        "label3": resolve_label3(emotion, row.number, clip, key, issues) if label3 is None else label3,
+    }
+    keep_record(records, record, row.number, root, check_frames, issues)
+
+
 def resolve_timing(
     row: SheetRow,
     clip: str,

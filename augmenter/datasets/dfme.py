@@ -19,12 +19,9 @@ from augmenter.datasets.common import (
     SheetRow,
     clip_and_subject,
     frames_on_disk,
-    keep_record,
+    keep_sheet_row,
     read_table,
-    resolve_au,
-    resolve_label3,
     resolve_timing,
-    timing_fields,
     typical_span,
 )
 
@@ -123,17 +120,18 @@ def read_records(
         timing = resolve_timing(row, clip, key, issues, span=spans[fps], disk=disk)
         if timing is None:
             continue
-        emotion = row.text("emotion")
-        record = {
-            "dataset": DATASET,
-            "subject": subject,
-            "clip_id": clip,
-            "frames_dir": frames_dir,
-            "frame_pattern": pattern,
-            **timing_fields(timing, fps),
-            **resolve_au(row, clip, key, issues),
-            "emotion": emotion,
-            "label3": resolve_label3(emotion, row.number, clip, key, issues),
-        }
-        keep_record(records, record, row.number, root, check_frames, issues)
+        keep_sheet_row(
+            records,
+            issues,
+            row,
+            dataset=DATASET,
+            subject=subject,
+            clip=clip,
+            frames_dir=frames_dir,
+            pattern=pattern,
+            timing=timing,
+            fps=fps,
+            root=root,
+            check_frames=check_frames,
+        )
     return records, issues

@@ -16,12 +16,10 @@ from augmenter.datasets.common import (
     Issues,
     clip_and_subject,
     frames_on_disk,
-    keep_record,
+    keep_sheet_row,
     label3_of,
     read_table,
-    resolve_au,
     resolve_timing,
-    timing_fields,
     typical_span,
     under_root,
 )
@@ -83,16 +81,19 @@ def read_records(
             detail = f"{emotion!r} is not one of {', '.join(EMOTIONS)}"
             label3 = label3 or ""
             issues.add(row.number, clip, UNKNOWN_EMOTION, detail, key, outcome=f"kept with label3 {label3!r}")
-        record = {
-            "dataset": DATASET,
-            "subject": subject,
-            "clip_id": clip,
-            "frames_dir": frames_dir,
-            "frame_pattern": FRAME_PATTERN,
-            **timing_fields(timing, FPS),
-            **resolve_au(row, clip, key, issues),
-            "emotion": emotion,
-            "label3": label3,
-        }
-        keep_record(records, record, row.number, root, check_frames, issues)
+        keep_sheet_row(
+            records,
+            issues,
+            row,
+            dataset=DATASET,
+            subject=subject,
+            clip=clip,
+            frames_dir=frames_dir,
+            pattern=FRAME_PATTERN,
+            timing=timing,
+            fps=FPS,
+            root=root,
+            check_frames=check_frames,
+            label3=label3,
+        )
     return records, issues
