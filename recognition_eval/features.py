@@ -142,13 +142,17 @@ def synthetic_clip_features(
 ) -> ClipFeatures:
     """Flow planes of a synthetic clip (a face crop already): frame 0 → apex_index, resized to crop_size.
 
-    `identity` names the clip for the cache (store path, index, generator checksum …); it must change
-    whenever the clip's pixels could.
+    `identity` names the clip (store path, index, generator checksum …); the cache key also holds a digest
+    of the two frames the flow is computed from, so a store re-made at the same path with other pixels
+    (another size, another rendering) never reuses stale planes.
     """
+    onset, apex = np.asarray(frames[0]), np.asarray(frames[int(apex_index)])
+    pixels = hashlib.sha256(onset.tobytes() + apex.tobytes() + str(onset.shape).encode()).hexdigest()[:20]
     payload = {
         "version": FEATURE_CACHE_VERSION,
         "kind": "synthetic",
         "id": identity,
+        "pixels": pixels,
         "settings": asdict(settings),
     }
     label = "syn-" + str(identity.get("source_clip", "")) + "-" + str(identity.get("index", ""))
@@ -156,7 +160,6 @@ def synthetic_clip_features(
     cached = load_npz(path, ("planes",))
     if cached is not None:
         return ClipFeatures(label, cached["planes"], computed=False, apex_estimated=False)
-    onset, apex = np.asarray(frames[0]), np.asarray(frames[int(apex_index)])
     if onset.shape[0] != settings.crop_size:
         side = settings.crop_size
         interpolation = cv2.INTER_AREA if onset.shape[0] > side else cv2.INTER_LINEAR

@@ -140,3 +140,8 @@ def test_synthetic_clip_features_cache_by_identity(tmp_path: Path, flow_counter:
     assert first.computed and not again.computed and flow_counter[0] == 1
     moved = synthetic_clip_features(frames, 1, identity | {"generator_checksum": "def"}, settings, tmp_path)
     assert moved.computed and flow_counter[0] == 2
+    # The same store path, index and checksum re-made with other pixels (say, at another size) is new.
+    shifted = np.stack([onset, np.roll(onset, 1, axis=1)])
+    remade = synthetic_clip_features(shifted, 1, identity, settings, tmp_path)
+    assert remade.computed and flow_counter[0] == 3
+    assert not np.allclose(remade.planes, first.planes)
