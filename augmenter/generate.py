@@ -62,6 +62,7 @@ class GenerateJob:
     retries: int = 1
     face_backend: str = "dlib"
     identity_quality: bool = True  # embed generated apex vs target (dlib: ~0.3 s per clip on one core)
+    pipeline: bool | None = None  # prepare/write beside the model in each worker; None = on GPU workers only
     cache_dir: Path | None = None  # default: $AUGMENTER_CACHE, else augmenter-cache/ beside the manifest
     target_persons: Path | None = None  # CSV target,person: who a folder target's image shows
     include_unlabelled: bool = False  # also pair sources without a 3-class label
@@ -114,6 +115,7 @@ class BatchSettings:
     face_backend: str
     cache_dir: str
     identity_quality: bool = True
+    pipeline: bool | None = None  # overlap preparation and writes with the model; None = on a GPU only
 
 
 # ---------------------------------------------------------------------------------------------- worker side
@@ -242,15 +244,104 @@ def _animate_group(generator, sources: list, target) -> list:  # noqa: ANN001
     return clips
 
 
+@dataclass
+class _PreparedGroup:
+    """One target's pairings, ready for the model: the target face and (item, prepared source) pairs."""
+
+    target: object | None
+    ready: list[tuple[dict, object]]
+
+
+def _prepare_group(group: list[dict], settings: BatchSettings, backend, sources: dict, results: dict):  # noqa: ANN001, ANN202
+    """Target and sources of one group (sources shared across the batch's groups); failures go to results."""
+    from augmenter.prepare import prepare_clip
+
+    try:
+        target = _prepare_target(group[0], settings, backend)
+    except Exception as exc:  # noqa: BLE001 - a bad target fails its own pairings only
+        for item in group:
+            results[item["index"]]["error"] = _one_line(exc)
+        return _PreparedGroup(None, [])
+    ready: list[tuple[dict, object]] = []
+    for item in group:
+        try:
+            source_key = item["source_key"]
+            if source_key not in sources:
+                sources[source_key] = prepare_clip(
+                    item["source_row"],
+                    settings.root,
+                    settings.size,
+                    backend,
+                    cache_dir=settings.cache_dir or None,
+                )
+            ready.append((item, sources[source_key]))
+        except Exception as exc:  # noqa: BLE001 - one bad pair is recorded, the batch goes on
+            results[item["index"]]["error"] = _one_line(exc)
+    return _PreparedGroup(target, ready)
+
+
+def _store_group(
+    prepared: _PreparedGroup, clips: list, settings: BatchSettings, backend, results: dict
+) -> None:  # noqa: ANN001
+    """Write one group's clips (each its own chunk) and fill their results."""
+    from augmenter.store import write_clip
+
+    target = prepared.target
+    for (item, source), frames in zip(prepared.ready, clips, strict=True):
+        result = results[item["index"]]
+        try:
+            if isinstance(frames, BaseException):
+                raise frames
+            frames, apex = fit_length(frames, source.apex_index, item["max_frames"])
+            result["n_frames"], result["apex_index"] = write_clip(settings.store, item["index"], frames), apex
+            diff = np.abs(frames[0].astype(np.float32) - target.image.astype(np.float32))
+            result["quality_l1"] = float(diff.mean() / 255.0)
+            if settings.identity_quality:
+                try:
+                    result["quality_identity"] = _identity_distance(
+                        backend, frames[apex], target, settings.size
+                    )
+                except Exception:  # noqa: BLE001 - a missing/odd face model must not fail the clip
+                    result["quality_identity"] = math.nan
+        except Exception as exc:  # noqa: BLE001 - one bad pair is recorded, the batch goes on
+            result["error"] = _one_line(exc)
+
+
+def _pipelined(settings: BatchSettings, spec_device: str) -> bool:
+    return settings.pipeline if settings.pipeline is not None else spec_device.startswith("cuda")
+
+
+class _SerializedBackend:
+    """A face backend whose calls take turns: the reading and writing threads may both need it, and dlib's
+    models are not documented as safe to call from two threads at once."""
+
+    def __init__(self, backend) -> None:  # noqa: ANN001
+        import threading
+
+        self._backend, self._lock = backend, threading.Lock()
+        self.name, self.identity_threshold = backend.name, backend.identity_threshold
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        method = getattr(self._backend, name)
+
+        def locked(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return locked
+
+
 def run_batch(settings: BatchSettings, items: Sequence[dict]) -> list[dict]:
     """Worker task: make and store the clips of `items`; returns one small result dict per item.
 
     Items sharing a target are animated together (the driver batches by target); sources are prepared once
-    per batch, targets once per worker.
+    per batch, targets once per worker. On a GPU (or with `settings.pipeline`) the CPU work runs beside the
+    model: one thread prepares the next group while the model animates this one, another writes the last
+    group's clips, so the GPU does not wait for file reads, crops and writes.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from augmenter.face import get_face_backend
-    from augmenter.prepare import prepare_clip
-    from augmenter.store import write_clip
 
     generator = _worker_generator(settings.generator, settings.size)
     backend = get_face_backend(settings.face_backend)
@@ -259,51 +350,36 @@ def run_batch(settings: BatchSettings, items: Sequence[dict]) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for item in items:
         groups.setdefault(item["target_id"], []).append(item)
-    for group in groups.values():
-        ready: list[tuple[dict, object]] = []
-        target = None
-        try:
-            target = _prepare_target(group[0], settings, backend)
-        except Exception as exc:  # noqa: BLE001 - a bad target fails its own pairings only
-            for item in group:
-                results[item["index"]]["error"] = _one_line(exc)
-            continue
-        for item in group:
-            try:
-                source_key = item["source_key"]
-                if source_key not in sources:
-                    sources[source_key] = prepare_clip(
-                        item["source_row"],
-                        settings.root,
-                        settings.size,
-                        backend,
-                        cache_dir=settings.cache_dir or None,
-                    )
-                ready.append((item, sources[source_key]))
-            except Exception as exc:  # noqa: BLE001 - one bad pair is recorded, the batch goes on
-                results[item["index"]]["error"] = _one_line(exc)
-        clips = _animate_group(generator, [source for _, source in ready], target)
-        for (item, source), frames in zip(ready, clips, strict=True):
-            result = results[item["index"]]
-            try:
-                if isinstance(frames, BaseException):
-                    raise frames
-                frames, apex = fit_length(frames, source.apex_index, item["max_frames"])
-                result["n_frames"], result["apex_index"] = (
-                    write_clip(settings.store, item["index"], frames),
-                    apex,
-                )
-                diff = np.abs(frames[0].astype(np.float32) - target.image.astype(np.float32))
-                result["quality_l1"] = float(diff.mean() / 255.0)
-                if settings.identity_quality:
-                    try:
-                        result["quality_identity"] = _identity_distance(
-                            backend, frames[apex], target, settings.size
-                        )
-                    except Exception:  # noqa: BLE001 - a missing/odd face model must not fail the clip
-                        result["quality_identity"] = math.nan
-            except Exception as exc:  # noqa: BLE001 - one bad pair is recorded, the batch goes on
-                result["error"] = _one_line(exc)
+
+    def prepare(group: list[dict]) -> _PreparedGroup:
+        return _prepare_group(group, settings, backend, sources, results)
+
+    def animate(prepared: _PreparedGroup) -> list:
+        if prepared.target is None:
+            return []
+        return _animate_group(generator, [source for _, source in prepared.ready], prepared.target)
+
+    def store(prepared: _PreparedGroup, clips: list) -> None:
+        _store_group(prepared, clips, settings, backend, results)
+
+    if not _pipelined(settings, _worker_device(settings.generator)):
+        for group in groups.values():
+            prepared = prepare(group)
+            store(prepared, animate(prepared))
+        return [results[item["index"]] for item in items]
+    backend = _SerializedBackend(backend)
+    ordered = list(groups.values())
+    # One thread each, so preparation runs in group order and clip writes never overlap each other.
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+        upcoming = reader.submit(prepare, ordered[0])
+        writes = []
+        for position in range(len(ordered)):
+            prepared = upcoming.result()
+            if position + 1 < len(ordered):
+                upcoming = reader.submit(prepare, ordered[position + 1])
+            writes.append(writer.submit(store, prepared, animate(prepared)))
+        for write in writes:
+            write.result()
     return [results[item["index"]] for item in items]
 
 
@@ -626,6 +702,7 @@ def generate(job: GenerateJob, client=None) -> GenerateResult:  # noqa: ANN001 -
             face_backend=job.face_backend,
             cache_dir=_abs(default_cache_dir(job)),
             identity_quality=bool(job.identity_quality),
+            pipeline=job.pipeline,
         )
         failures = _run_items(job, client, settings, items, n_todo, n_done, writer) if n_todo else []
         writer.update_attrs(

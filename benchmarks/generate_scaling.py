@@ -141,18 +141,21 @@ def timed_run(job, client) -> tuple[float, float, int]:  # noqa: ANN001
     return wall, (1 - compute / span) if span > 0 else float("nan"), result.written
 
 
-def model_rate(spec: str, manifest: Path, root: Path, cache: Path, n: int) -> tuple[float, float]:
-    """(frames/s, mean frames per clip) of the generator's own `animate` on prepared clips, one thread."""
+def model_rate(
+    spec: str, manifest: Path, root: Path, cache: Path, n: int, device: str = "cpu", size: int = 64
+) -> tuple[float, float]:
+    """(frames/s, mean frames per clip) of the generator's own `animate` on prepared clips, in this process
+    (one thread on a CPU)."""
     from augmenter.face import get_face_backend
     from augmenter.generators import load_generator
     from augmenter.manifest import read_manifest
     from augmenter.prepare import prepare_clip, prepare_targets_from_manifest
 
-    generator = load_generator(spec, "cpu", size=64)
+    generator = load_generator(spec, device, size=size)
     backend = get_face_backend("dlib")
     rows = read_manifest(manifest)
-    sources = [prepare_clip(row, root, 64, backend, cache_dir=cache) for _, row in rows.head(n).iterrows()]
-    target = prepare_targets_from_manifest(rows.tail(1), root, 64, backend, cache_dir=cache)[0]
+    sources = [prepare_clip(row, root, size, backend, cache_dir=cache) for _, row in rows.head(n).iterrows()]
+    target = prepare_targets_from_manifest(rows.tail(1), root, size, backend, cache_dir=cache)[0]
     generator.animate(sources[0], target)  # warm-up
     started = time.perf_counter()
     frames = sum(len(generator.animate(source, target)) for source in sources)

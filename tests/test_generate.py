@@ -242,14 +242,31 @@ def test_refusals_are_one_line_user_errors(inputs: dict, clean_store: Path, tmp_
     assert (plan["generator"] == info["generator_checksum"]).all()
 
 
-def test_corrupt_frames_fail_their_pairs_only(inputs: dict, client, tmp_path: Path) -> None:  # noqa: ANN001
+def test_pipelined_batches_write_the_clean_clips(
+    inputs: dict, client, clean_store: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """The GPU workers' pipeline (next group prepared and last group written beside the model, in threads),
+    forced on CPU workers with whole-target batches: the same clips, byte for byte, and the same qualities."""
+    out = tmp_path / "pipelined.zarr"
+    job = job_for(inputs, out, identity_quality=True, pipeline=True, batch_size=inputs["n_base"])
+    result = generate(job, client=client)
+    assert result.failures == [] and result.written == inputs["n_base"]
+    assert checksums(out) == checksums(clean_store)
+    columns = ["pair_id", "quality_l1", "quality_identity"]
+    pipelined = store_table(out)[columns].sort_values("pair_id").reset_index(drop=True)
+    clean = store_table(clean_store)[columns].sort_values("pair_id").reset_index(drop=True)
+    assert np.allclose(pipelined[columns[1:]].to_numpy(float), clean[columns[1:]].to_numpy(float))
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_corrupt_frames_fail_their_pairs_only(inputs: dict, client, tmp_path: Path, pipeline: bool) -> None:  # noqa: ANN001
     root = tmp_path / "root"
     shutil.copytree(inputs["root"], root)
     bad = inputs["base_frame"].iloc[0]
     frames = clip_frames(bad, root)
     frames[len(frames) // 2][1].write_bytes(b"not a jpeg")
     out = tmp_path / "corrupt.zarr"
-    result = generate(job_for(inputs, out, root=root), client=client)
+    result = generate(job_for(inputs, out, root=root, pipeline=pipeline, batch_size=4), client=client)
     failed = {pair for pair, _ in result.failures}
     table = store_table(out, include_pending=True)
     bad_rows = table[table["source_clip"] == bad["clip_id"]]
