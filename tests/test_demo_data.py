@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import openpyxl
 import pandas as pd
@@ -315,10 +316,15 @@ def test_demo_oracle_renders_the_recorded_motion(demo_corpus: DemoCorpus) -> Non
         )
         generated = oracle.animate(source, TargetFace("target", "x", frames[0], landmarks))
         assert generated.shape == frames.shape and generated.dtype == np.uint8
-        real = frames[apex].astype(np.float64)
-        moving = np.abs(real - frames[0]).mean(axis=-1) > 6
-        oracle_errors.append(np.abs(generated[apex] - real).mean(axis=-1)[moving].mean())
-        copy_errors.append(np.abs(frames[0] - real).mean(axis=-1)[moving].mean())
+        # Sensor noise (σ 2–4, which the oracle leaves out) is as strong as sub-pixel motion in single pixels:
+        # compare blurred frames, where the noise averages out and the motion's edges stay.
+        real, onset, made = (
+            cv2.GaussianBlur(f.astype(np.float64), (0, 0), 1.5)
+            for f in (frames[apex], frames[0], generated[apex])
+        )
+        moving = np.abs(real - onset).mean(axis=-1) > 3
+        oracle_errors.append(np.abs(made - real).mean(axis=-1)[moving].mean())
+        copy_errors.append(np.abs(onset - real).mean(axis=-1)[moving].mean())
     assert np.median(oracle_errors) < 0.5 * np.median(copy_errors), (oracle_errors, copy_errors)
 
     short = PreparedClip(source.key, frames[::2], source.landmarks[::2], apex // 2)
