@@ -139,7 +139,7 @@ def test_sigkilled_worker_then_rerun_gives_exactly_the_clean_clips(
 
     def kill_one_worker_once_a_clip_lands() -> None:
         deadline = time.time() + 120
-        while time.time() < deadline and not any((out / "clips" / "c").glob("*")):
+        while time.time() < deadline and not any((out / "clips").glob("c.*")):
             time.sleep(0.05)
         os.kill(pids[0], signal.SIGKILL)
 
@@ -183,7 +183,7 @@ def test_sigkilled_job_resumes_from_a_job_file(inputs: dict, clean_store: Path, 
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "clips" / "c").glob("*"))) < 2 and job.poll() is None:
+    while time.time() < deadline and len(list((out / "clips").glob("c.*"))) < 2 and job.poll() is None:
         time.sleep(0.05)
     assert job.poll() is None, "the job finished before it could be killed; make the plan larger"
     os.killpg(job.pid, signal.SIGKILL)  # the driver, its scheduler and its workers, all at once

@@ -205,7 +205,7 @@ def test_sbatch_cpu_job_completes_then_scancel_and_resubmit_resume_exactly(
     config, planned = _job_file(tmp_path, manifest, out, per_source=4)
     script = _cpu_script(tmp_path, config)
     job = slurm.submit(script)
-    _wait(lambda: len(list((out / "clips" / "c").glob("*"))) >= 2 or not slurm.running(job), 300,
+    _wait(lambda: len(list((out / "clips").glob("c.*"))) >= 2 or not slurm.running(job), 300,
           "the first clips")  # fmt: skip
     assert slurm.running(job), f"job ended before it could be cancelled:\n{_log(tmp_path)}"
     slurm.query(["scancel", job])

@@ -209,7 +209,7 @@ def test_clip_chunk_is_one_raw_file_written_by_rename(tmp_path: Path) -> None:
     writer.append(plan_rows(2), GENERATOR)
     frames = clip(1, 4)
     assert write_clip(path, 1, frames) == 4
-    chunk = path / "clips" / "c" / "1" / "0" / "0" / "0" / "0"
+    chunk = path / "clips" / "c.1.0.0.0.0"  # flat chunk names: one file per clip in one folder
     raw = np.frombuffer(chunk.read_bytes(), np.uint8).reshape(T_MAX, SIZE, SIZE, 3)
     np.testing.assert_array_equal(raw[:4], frames)  # the file is the padded clip's bytes, nothing else
     assert not raw[4:].any() and not list(chunk.parent.glob(".*.tmp"))
