@@ -177,8 +177,12 @@ def main() -> None:
     process = subprocess.Popen(
         command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    chunks = killed / "clips" / "c"
-    while process.poll() is None and (not chunks.exists() or sum(1 for _ in chunks.iterdir()) < 5 * small):
+
+    def written() -> int:  # chunk files, one per finished clip (clips/c.<i>.0.0.0.0)
+        folder = killed / "clips"
+        return sum(1 for entry in os.scandir(folder) if entry.name.startswith("c.")) if folder.exists() else 0
+
+    while process.poll() is None and written() < 5 * small:
         time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
