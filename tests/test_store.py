@@ -237,3 +237,18 @@ def test_sharded_store_of_an_earlier_version_still_takes_whole_clips(tmp_path: P
         list(pool.map(lambda i: write_clip(path, i, clip(i, 5)), range(2)))
     for i in range(2):
         np.testing.assert_array_equal(zarr.open_array(str(path / "clips"))[i, :5], clip(i, 5))
+
+
+def test_nested_chunk_names_of_an_earlier_version_still_take_raw_clips(tmp_path: Path) -> None:
+    """Stores made before the flat chunk names (clips/c/<i>/0/0/0/0) are written the raw way in place."""
+    path = tmp_path / "s.zarr"
+    writer = StoreWriter(path, size=SIZE, max_frames=T_MAX, attrs=ATTRS)
+    writer.append(plan_rows(2), GENERATOR)
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    del group["clips"]
+    group.create_array("clips", shape=(2, T_MAX, SIZE, SIZE, 3), chunks=(1, T_MAX, SIZE, SIZE, 3),
+                       dtype="uint8", fill_value=0, compressors=None)  # fmt: skip
+    for i in range(2):
+        assert write_clip(path, i, clip(i, 5)) == 5
+        assert (path / "clips" / "c" / str(i) / "0" / "0" / "0" / "0").is_file()
+        np.testing.assert_array_equal(zarr.open_array(str(path / "clips"))[i, :5], clip(i, 5))
