@@ -225,14 +225,19 @@ def test_clip_chunk_is_one_raw_file_written_by_rename(tmp_path: Path) -> None:
     assert write_clip(path, 2, frames) == 4
 
 
-def test_sharded_store_of_an_earlier_version_still_takes_whole_clips(tmp_path: Path) -> None:
-    path = tmp_path / "s.zarr"
+def _store_of_an_earlier_layout(path: Path, **clips_layout: object) -> None:
+    """A two-row store whose `clips` array is laid out as an earlier version made it."""
     writer = StoreWriter(path, size=SIZE, max_frames=T_MAX, attrs=ATTRS)
     writer.append(plan_rows(2), GENERATOR)
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     del group["clips"]
     group.create_array("clips", shape=(2, T_MAX, SIZE, SIZE, 3), chunks=(1, T_MAX, SIZE, SIZE, 3),
-                       shards=(1, T_MAX, SIZE, SIZE, 3), dtype="uint8", fill_value=0)  # fmt: skip
+                       dtype="uint8", fill_value=0, **clips_layout)  # fmt: skip
+
+
+def test_sharded_store_of_an_earlier_version_still_takes_whole_clips(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    _store_of_an_earlier_layout(path, shards=(1, T_MAX, SIZE, SIZE, 3))
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda i: write_clip(path, i, clip(i, 5)), range(2)))
     for i in range(2):
@@ -242,12 +247,7 @@ def test_sharded_store_of_an_earlier_version_still_takes_whole_clips(tmp_path: P
 def test_nested_chunk_names_of_an_earlier_version_still_take_raw_clips(tmp_path: Path) -> None:
     """Stores made before the flat chunk names (clips/c/<i>/0/0/0/0) are written the raw way in place."""
     path = tmp_path / "s.zarr"
-    writer = StoreWriter(path, size=SIZE, max_frames=T_MAX, attrs=ATTRS)
-    writer.append(plan_rows(2), GENERATOR)
-    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-    del group["clips"]
-    group.create_array("clips", shape=(2, T_MAX, SIZE, SIZE, 3), chunks=(1, T_MAX, SIZE, SIZE, 3),
-                       dtype="uint8", fill_value=0, compressors=None)  # fmt: skip
+    _store_of_an_earlier_layout(path, compressors=None)  # zarr's default chunk names: nested folders
     for i in range(2):
         assert write_clip(path, i, clip(i, 5)) == 5
         assert (path / "clips" / "c" / str(i) / "0" / "0" / "0" / "0").is_file()
