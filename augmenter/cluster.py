@@ -104,6 +104,16 @@ def _cpu_cluster(workers: int | None, dashboard_address: str | None, host: str):
     return local_cluster(n_workers, dashboard_address=dashboard_address, host=host)
 
 
+def _worker_malloc_defaults():  # noqa: ANN202 - a dask.config.set context
+    """Workers keep glibc's own malloc tuning. distributed sets MALLOC_TRIM_THRESHOLD_=65536 before it
+    spawns a worker (to hand freed memory back to the OS); any explicit setting also freezes glibc's mmap
+    threshold, so every large tensor is mapped and unmapped afresh, and a single-threaded CPU worker ran
+    tiny-64 inference at half the speed of the same call outside Dask (0.79 vs 0.39 s per 64² clip)."""
+    import dask
+
+    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+
+
 def local_cluster(
     n_workers: int,
     threads_per_worker: int = 1,
@@ -133,13 +143,14 @@ def local_cluster(
         options |= {"host": host, "env": env}
     else:  # threads talk in-process (no host to bind); a worker's own HTTP server would take every interface
         options |= {"worker_dashboard_address": f"{host}:0"}
-    return LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        processes=processes,
-        dashboard_address=dashboard_address or f"{host}:0",
-        **options,
-    )
+    with _worker_malloc_defaults():
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=processes,
+            dashboard_address=dashboard_address or f"{host}:0",
+            **options,
+        )
 
 
 def listening_sockets(pid: int | None = None) -> list[tuple[int, str, int]]:
@@ -184,7 +195,8 @@ def _gpu_cluster(gpu_ids: Sequence[str], dashboard_address: str | None, host: st
         }
         for device in gpu_ids
     }
-    return SpecCluster(scheduler=scheduler, workers=workers, name="augmenter-gpu")
+    with _worker_malloc_defaults():
+        return SpecCluster(scheduler=scheduler, workers=workers, name="augmenter-gpu")
 
 
 def close_client(client: Client) -> None:

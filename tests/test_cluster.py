@@ -31,7 +31,8 @@ def _outside_loopback() -> list[tuple[int, str, int]]:
 
 
 def _worker_view() -> dict:
-    return {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")} | {"pid": os.getpid()}
+    names = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+    return {k: os.environ.get(k) for k in names} | {"pid": os.getpid()}
 
 
 def test_one_worker_per_fake_gpu_each_pinned_to_its_card() -> None:
@@ -48,6 +49,7 @@ def test_one_worker_per_fake_gpu_each_pinned_to_its_card() -> None:
         for name, address in by_name.items():
             assert views[address]["CUDA_VISIBLE_DEVICES"] == name.removeprefix("gpu-")
         assert views[by_name["gpu-0"]]["pid"] != views[by_name["gpu-1"]]["pid"]
+        assert all(view["MALLOC_TRIM_THRESHOLD_"] is None for view in views.values())
         assert cluster_has_gpus(client)
         # tasks that ask for a GPU run one at a time per worker, on both workers
         futures = [client.submit(_worker_view, resources={"GPU": 1}, pure=False) for _ in range(6)]
@@ -69,6 +71,8 @@ def test_cpu_workers_are_single_threaded_processes_and_existing_scheduler_is_reu
         views = client.run(_worker_view)
         assert len({v["pid"] for v in views.values()} | {os.getpid()}) == 3  # separate processes
         assert {v["OMP_NUM_THREADS"] for v in views.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
+        # glibc keeps its own malloc tuning (distributed's trim setting halved torch's speed in workers)
+        assert {v["MALLOC_TRIM_THRESHOLD_"] for v in views.values()} == {None}
         # an existing scheduler: same workers, and closing this client must not stop that cluster
         other = get_client(scheduler_address=client.scheduler.address)
         assert set(other.scheduler_info(n_workers=-1)["workers"]) == set(workers)
