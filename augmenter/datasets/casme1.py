@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from augmenter.datasets.casme2 import subject_number
+from augmenter.datasets.casme2 import subject_id
 from augmenter.datasets.common import (
     Issues,
+    SheetReading,
     SheetRow,
-    clip_and_subject,
-    frames_on_disk,
-    keep_sheet_row,
     read_tables,
-    resolve_timing,
+    rows_with_clip_and_subject,
     typical_span,
 )
 
@@ -35,11 +33,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "au": ("AU", "AUs", "Action Units"),
     "emotion": ("Emotion", "Estimated Emotion"),
 }
-
-
-def _subject_text(text: str) -> str | None:
-    number = subject_number(text)
-    return None if number is None else str(number)
 
 
 def _section_folder(root: Path | None, title: str) -> str:
@@ -69,32 +62,13 @@ def read_records(
     records: list[tuple[int | None, dict]] = []
     for title, rows, _ in tables:
         issues = Issues(f"{annotations} sheet {title!r}" if len(tables) > 1 else str(annotations))
+        reading = SheetReading(DATASET, FPS, FRAME_PATTERN, root, check_frames, records, issues)
         section = _section_folder(root, title)
         span = typical_span(rows, FPS)
-        for row in map(_apex_row, rows):
-            parsed = clip_and_subject(row, issues, _subject_text)
-            if parsed is None:
-                continue
-            clip, subject = parsed
-            key = (subject, clip)
+        for row, clip, subject in rows_with_clip_and_subject(map(_apex_row, rows), issues, subject_id):
             frames_dir = f"{section}/sub{int(subject):02d}/{clip}"
-            disk = frames_on_disk(root, frames_dir, FRAME_PATTERN)
-            timing = resolve_timing(row, clip, key, issues, span=span, disk=disk)
-            if timing is None:
-                continue
-            keep_sheet_row(
-                records,
-                issues,
-                row,
-                dataset=DATASET,
-                subject=subject,
-                clip=clip,
-                frames_dir=frames_dir,
-                pattern=FRAME_PATTERN,
-                timing=timing,
-                fps=FPS,
-                root=root,
-                check_frames=check_frames,
-            )
+            timing = reading.timing(row, subject=subject, clip=clip, frames_dir=frames_dir, span=span)
+            if timing is not None:
+                reading.keep(row, subject=subject, clip=clip, frames_dir=frames_dir, timing=timing)
         merged.entries.extend(issues.entries)
     return records, merged

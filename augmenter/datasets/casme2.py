@@ -12,11 +12,9 @@ from pathlib import Path
 
 from augmenter.datasets.common import (
     Issues,
-    clip_and_subject,
-    frames_on_disk,
-    keep_sheet_row,
+    SheetReading,
     read_table,
-    resolve_timing,
+    rows_with_clip_and_subject,
     typical_span,
 )
 from augmenter.errors import UserError
@@ -39,15 +37,16 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _subject_text(text: str) -> str | None:
-    number = subject_number(text)
-    return None if number is None else str(number)
-
-
 def subject_number(text: str) -> int | None:
     """'1', '01', 1.0, 'sub01' → 1; anything else None."""
     match = re.fullmatch(r"(?:sub)?0*(\d+)(?:\.0+)?", text.strip().lower())
     return int(match.group(1)) if match else None
+
+
+def subject_id(text: str) -> str | None:
+    """The manifest's subject, the number without padding ('sub01' → '1'); None when not a subject number."""
+    number = subject_number(text)
+    return None if number is None else str(number)
 
 
 def choose_variant(root: Path | None, variant: str | None) -> tuple[str, str]:
@@ -73,30 +72,10 @@ def read_records(
     folder, pattern = choose_variant(root, variant)
     span = typical_span(rows, FPS)
     records: list[tuple[int | None, dict]] = []
-    for row in rows:
-        parsed = clip_and_subject(row, issues, _subject_text)
-        if parsed is None:
-            continue
-        clip, subject = parsed
-        number = int(subject)
-        key = (subject, clip)
-        frames_dir = f"{folder}/sub{number:02d}/{clip}"
-        disk = frames_on_disk(root, frames_dir, pattern)
-        timing = resolve_timing(row, clip, key, issues, span=span, disk=disk)
-        if timing is None:
-            continue
-        keep_sheet_row(
-            records,
-            issues,
-            row,
-            dataset=DATASET,
-            subject=subject,
-            clip=clip,
-            frames_dir=frames_dir,
-            pattern=pattern,
-            timing=timing,
-            fps=FPS,
-            root=root,
-            check_frames=check_frames,
-        )
+    reading = SheetReading(DATASET, FPS, pattern, root, check_frames, records, issues)
+    for row, clip, subject in rows_with_clip_and_subject(rows, issues, subject_id):
+        frames_dir = f"{folder}/sub{int(subject):02d}/{clip}"
+        timing = reading.timing(row, subject=subject, clip=clip, frames_dir=frames_dir, span=span)
+        if timing is not None:
+            reading.keep(row, subject=subject, clip=clip, frames_dir=frames_dir, timing=timing)
     return records, issues

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from augmenter.datasets.common import (
     Issues,
-    clip_and_subject,
-    keep_sheet_row,
+    SheetReading,
     read_table,
     resolve_timing,
+    rows_with_clip_and_subject,
     typical_span,
     under_root,
 )
@@ -51,30 +51,17 @@ def read_records(
     prefix = under_root(root, "part_A")
     span = typical_span(rows, FPS)
     records: list[tuple[int | None, dict]] = []
-    for row in rows:
-        parsed = clip_and_subject(row, issues, subject_folder, kind="subject id")
-        if parsed is None:
-            continue
-        recording, subject = parsed
+    reading = SheetReading(DATASET, FPS, FRAME_PATTERN, root, check_frames, records, issues)
+    for row, recording, subject in rows_with_clip_and_subject(
+        rows, issues, subject_folder, kind="subject id"
+    ):
         clip = f"{recording}_{row.text('onset')}"
         key = (subject, clip)
         # the folder holds the whole recording, so its frames cannot stand in for a clip's bounds
         timing = resolve_timing(row, clip, key, issues, span=span)
         if timing is None:
             continue
-        keep_sheet_row(
-            records,
-            issues,
-            row,
-            dataset=DATASET,
-            subject=subject,
-            clip=clip,
-            frames_dir=f"{prefix}{subject}/{recording}/color",
-            pattern=FRAME_PATTERN,
-            timing=timing,
-            fps=FPS,
-            root=root,
-            check_frames=check_frames,
-            clip_id=f"{recording}_{timing.onset}",
-        )
+        frames_dir = f"{prefix}{subject}/{recording}/color"
+        clip_id = f"{recording}_{timing.onset}"
+        reading.keep(row, subject=subject, clip=clip, frames_dir=frames_dir, timing=timing, clip_id=clip_id)
     return records, issues

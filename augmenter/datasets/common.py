@@ -331,6 +331,21 @@ def clip_and_subject(
     return clip, subject
 
 
+def rows_with_clip_and_subject(
+    rows: Iterable[SheetRow],
+    issues: Issues,
+    parse_subject: Callable[[str], str | None],
+    kind: str = "subject number",
+) -> Iterator[tuple[SheetRow, str, str]]:
+    """(row, clip, subject) for each row `clip_and_subject` accepts, lazily, so the dropped rows' problems
+    stay in sheet order with the problems the reader adds per row."""
+    for row in rows:
+        parsed = clip_and_subject(row, issues, parse_subject, kind)
+        if parsed is not None:
+            clip, subject = parsed
+            yield row, clip, subject
+
+
 def timing_fields(timing: Timing, fps: float) -> dict:
     """The timing columns of a manifest record (n_frames from the sheet; --check-frames recounts on disk)."""
     return {
@@ -368,7 +383,7 @@ def _frames_lookup(disk: Callable[[], list[int]] | None) -> Callable[[], list[in
 
 
 def keep_record(
-    records: list[tuple[int, dict]],
+    records: list[tuple[int | None, dict]],
     record: dict,
     row: int,
     root: Path | None,
@@ -381,39 +396,67 @@ def keep_record(
     records.append((row, record))
 
 
-def keep_sheet_row(
-    records: list[tuple[int, dict]],
-    issues: Issues,
-    row: SheetRow,
-    *,
-    dataset: str,
-    subject: str,
-    clip: str,
-    frames_dir: str,
-    pattern: str,
-    timing: Timing,
-    fps: float,
-    root: Path | None,
-    check_frames: bool,
-    clip_id: str | None = None,
-    label3: str | None = None,
-) -> None:
-    """The manifest record of one annotation-sheet row — timing, AU cell, emotion word and its 3-class label
-    (`label3` when the reader decided it itself) — kept by `keep_record`."""
-    key = (subject, clip)
-    emotion = row.text("emotion")
-    record = {
-        "dataset": dataset,
-        "subject": subject,
-        "clip_id": clip_id or clip,
-        "frames_dir": frames_dir,
-        "frame_pattern": pattern,
-        **timing_fields(timing, fps),
-        **resolve_au(row, clip, key, issues),
-        "emotion": emotion,
-        "label3": resolve_label3(emotion, row.number, clip, key, issues) if label3 is None else label3,
-    }
-    keep_record(records, record, row.number, root, check_frames, issues)
+@dataclass(frozen=True)
+class SheetReading:
+    """What stays the same for every row of one sheet — dataset, frame rate and pattern, root, whether to
+    check frames, and where records and problems go — so a reader's loop names only what differs per row."""
+
+    dataset: str
+    fps: float
+    pattern: str
+    root: Path | None
+    check_frames: bool
+    records: list[tuple[int | None, dict]]
+    issues: Issues
+
+    def timing(
+        self,
+        row: SheetRow,
+        *,
+        subject: str,
+        clip: str,
+        frames_dir: str,
+        span: int,
+        pattern: str | None = None,
+    ) -> Timing | None:
+        """`resolve_timing` for a clip whose folder holds only that clip, so its frames on disk can place a
+        missing or inconsistent onset/offset (`pattern` when this row's frames differ from the default)."""
+        disk = frames_on_disk(self.root, frames_dir, self.pattern if pattern is None else pattern)
+        return resolve_timing(row, clip, (subject, clip), self.issues, span=span, disk=disk)
+
+    def keep(
+        self,
+        row: SheetRow,
+        *,
+        subject: str,
+        clip: str,
+        frames_dir: str,
+        timing: Timing,
+        pattern: str | None = None,
+        fps: float | None = None,
+        clip_id: str | None = None,
+        label3: str | None = None,
+    ) -> None:
+        """The manifest record of one annotation-sheet row — timing, AU cell, emotion word and its 3-class
+        label (`label3` when the reader decided it itself) — kept by `keep_record`; `pattern` and `fps`
+        override the defaults for this row only."""
+        key = (subject, clip)
+        emotion = row.text("emotion")
+        au = resolve_au(row, clip, key, self.issues)
+        if label3 is None:
+            label3 = resolve_label3(emotion, row.number, clip, key, self.issues)
+        record = {
+            "dataset": self.dataset,
+            "subject": subject,
+            "clip_id": clip_id or clip,
+            "frames_dir": frames_dir,
+            "frame_pattern": self.pattern if pattern is None else pattern,
+            **timing_fields(timing, self.fps if fps is None else fps),
+            **au,
+            "emotion": emotion,
+            "label3": label3,
+        }
+        keep_record(self.records, record, row.number, self.root, self.check_frames, self.issues)
 
 
 def resolve_timing(

@@ -16,12 +16,10 @@ from pathlib import Path
 
 from augmenter.datasets.common import (
     Issues,
+    SheetReading,
     SheetRow,
-    clip_and_subject,
-    frames_on_disk,
-    keep_sheet_row,
     read_table,
-    resolve_timing,
+    rows_with_clip_and_subject,
     typical_span,
 )
 
@@ -103,11 +101,10 @@ def read_records(
     spans = {rate: typical_span([r for r in rows if _fps(r) == rate], rate) for rate in {*rates, usual}}
     folders = _clip_folders(root, {row.text("clip") for row in rows})
     records: list[tuple[int | None, dict]] = []
-    for row in rows:
-        parsed = clip_and_subject(row, issues, subject_id, kind="subject (empty cell)")
-        if parsed is None:
-            continue
-        clip, subject = parsed
+    reading = SheetReading(DATASET, usual, FRAME_PATTERNS[0], root, check_frames, records, issues)
+    for row, clip, subject in rows_with_clip_and_subject(
+        rows, issues, subject_id, kind="subject (empty cell)"
+    ):
         key = (subject, clip)
         fps = _fps(row)
         if fps is None:
@@ -116,22 +113,12 @@ def read_records(
             fps = usual
         frames_dir = folders.get(clip, clip)
         pattern = _pattern(root, frames_dir)
-        disk = frames_on_disk(root, frames_dir, pattern)
-        timing = resolve_timing(row, clip, key, issues, span=spans[fps], disk=disk)
+        timing = reading.timing(
+            row, subject=subject, clip=clip, frames_dir=frames_dir, span=spans[fps], pattern=pattern
+        )
         if timing is None:
             continue
-        keep_sheet_row(
-            records,
-            issues,
-            row,
-            dataset=DATASET,
-            subject=subject,
-            clip=clip,
-            frames_dir=frames_dir,
-            pattern=pattern,
-            timing=timing,
-            fps=fps,
-            root=root,
-            check_frames=check_frames,
+        reading.keep(
+            row, subject=subject, clip=clip, frames_dir=frames_dir, timing=timing, pattern=pattern, fps=fps
         )
     return records, issues

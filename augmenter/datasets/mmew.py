@@ -10,11 +10,9 @@ from pathlib import Path
 
 from augmenter.datasets.common import (
     Issues,
-    clip_and_subject,
-    frames_on_disk,
-    keep_sheet_row,
+    SheetReading,
     read_table,
-    resolve_timing,
+    rows_with_clip_and_subject,
     typical_span,
     under_root,
 )
@@ -31,6 +29,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "au": ("Action Units", "AU", "AUs"),
     "emotion": ("Estimated Emotion", "Emotion"),
 }
+
+
+def _subject_id(text: str) -> str | None:
+    """The subject cell as written; None when it is empty."""
+    return text.strip() or None
 
 
 def _emotion_folder(root: Path | None, prefix: str, emotion: str) -> str:
@@ -51,31 +54,12 @@ def read_records(
     prefix = under_root(root, "Micro_Expression")
     span = typical_span(rows, FPS)
     records: list[tuple[int | None, dict]] = []
-    for row in rows:
-        parsed = clip_and_subject(row, issues, lambda text: text.strip() or None, kind="subject (empty cell)")
-        if parsed is None:
-            continue
-        clip, subject = parsed
-        key = (subject, clip)
-        emotion = row.text("emotion")
-        frames_dir = f"{prefix}{_emotion_folder(root, prefix, emotion)}/{clip}"
-        timing = resolve_timing(
-            row, clip, key, issues, span=span, disk=frames_on_disk(root, frames_dir, FRAME_PATTERN)
-        )
-        if timing is None:
-            continue
-        keep_sheet_row(
-            records,
-            issues,
-            row,
-            dataset=DATASET,
-            subject=subject,
-            clip=clip,
-            frames_dir=frames_dir,
-            pattern=FRAME_PATTERN,
-            timing=timing,
-            fps=FPS,
-            root=root,
-            check_frames=check_frames,
-        )
+    reading = SheetReading(DATASET, FPS, FRAME_PATTERN, root, check_frames, records, issues)
+    for row, clip, subject in rows_with_clip_and_subject(
+        rows, issues, _subject_id, kind="subject (empty cell)"
+    ):
+        frames_dir = f"{prefix}{_emotion_folder(root, prefix, row.text('emotion'))}/{clip}"
+        timing = reading.timing(row, subject=subject, clip=clip, frames_dir=frames_dir, span=span)
+        if timing is not None:
+            reading.keep(row, subject=subject, clip=clip, frames_dir=frames_dir, timing=timing)
     return records, issues

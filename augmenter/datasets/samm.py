@@ -14,12 +14,10 @@ from pathlib import Path
 from augmenter.datasets.common import (
     UNKNOWN_EMOTION,
     Issues,
-    clip_and_subject,
-    frames_on_disk,
-    keep_sheet_row,
+    SheetReading,
     label3_of,
     read_table,
-    resolve_timing,
+    rows_with_clip_and_subject,
     typical_span,
     under_root,
 )
@@ -64,15 +62,11 @@ def read_records(
     known = {emotion.lower() for emotion in EMOTIONS}
     span = typical_span(rows, FPS)
     records: list[tuple[int | None, dict]] = []
-    for row in rows:
-        parsed = clip_and_subject(row, issues, subject_id)
-        if parsed is None:
-            continue
-        clip, subject = parsed
+    reading = SheetReading(DATASET, FPS, FRAME_PATTERN, root, check_frames, records, issues)
+    for row, clip, subject in rows_with_clip_and_subject(rows, issues, subject_id):
         key = (subject, clip)
         frames_dir = f"{prefix}{subject}/{clip}"
-        disk = frames_on_disk(root, frames_dir, FRAME_PATTERN)
-        timing = resolve_timing(row, clip, key, issues, span=span, disk=disk)
+        timing = reading.timing(row, subject=subject, clip=clip, frames_dir=frames_dir, span=span)
         if timing is None:
             continue
         emotion = row.text("emotion")
@@ -81,19 +75,5 @@ def read_records(
             detail = f"{emotion!r} is not one of {', '.join(EMOTIONS)}"
             label3 = label3 or ""
             issues.add(row.number, clip, UNKNOWN_EMOTION, detail, key, outcome=f"kept with label3 {label3!r}")
-        keep_sheet_row(
-            records,
-            issues,
-            row,
-            dataset=DATASET,
-            subject=subject,
-            clip=clip,
-            frames_dir=frames_dir,
-            pattern=FRAME_PATTERN,
-            timing=timing,
-            fps=FPS,
-            root=root,
-            check_frames=check_frames,
-            label3=label3,
-        )
+        reading.keep(row, subject=subject, clip=clip, frames_dir=frames_dir, timing=timing, label3=label3)
     return records, issues
