@@ -104,6 +104,13 @@ def _cpu_cluster(workers: int | None, dashboard_address: str | None, host: str):
     return local_cluster(n_workers, dashboard_address=dashboard_address, host=host)
 
 
+# The same for workers this process does not start (`dask worker` in a SLURM job): dask reads this variable
+# into distributed.nanny.pre-spawn-environ, so the nanny spawns its worker without the trim setting.
+WORKER_MALLOC_EXPORT = (
+    "export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{\"MALLOC_TRIM_THRESHOLD_\": None}'"
+)
+
+
 def _worker_malloc_defaults():  # noqa: ANN202 - a dask.config.set context
     """Workers keep glibc's own malloc tuning. distributed sets MALLOC_TRIM_THRESHOLD_=65536 before it
     spawns a worker (to hand freed memory back to the OS); any explicit setting also freezes glibc's mmap
@@ -315,6 +322,8 @@ def _sbatch_text(generate_args: str, layout: SlurmLayout, venv: str) -> str:
 set -euo pipefail
 source {shlex.quote(venv)}/bin/activate
 export OMP_NUM_THREADS={layout.cpus} MKL_NUM_THREADS={layout.cpus} OPENBLAS_NUM_THREADS={layout.cpus}
+# workers keep glibc's malloc tuning (distributed's trim setting halves torch's CPU speed in a worker)
+{WORKER_MALLOC_EXPORT}
 SCHEDULER_FILE="$PWD/dask-scheduler-$SLURM_JOB_ID.json"
 # Scheduler on this (the first) node, listening on {listen}; its dashboard on loopback.
 dask scheduler --scheduler-file "$SCHEDULER_FILE" --host "{host}" --port 0 \\
@@ -340,6 +349,7 @@ def _jobqueue_text(generate_args: str, layout: SlurmLayout) -> str:
             f"memory={layout.memory!r}",
             'job_extra_directives=["--gres=gpu:1"]',
             'worker_extra_args=["--resources", "GPU=1", "--nthreads", "1"]',
+            f"job_script_prologue=[{WORKER_MALLOC_EXPORT!r}]",
         ]
         jobs = layout.workers  # one SLURM job per GPU worker
     else:
@@ -351,7 +361,7 @@ def _jobqueue_text(generate_args: str, layout: SlurmLayout) -> str:
             f"processes={layout.workers_per_node}",
             f"job_cpu={layout.cpus * layout.workers_per_node}",
             f"memory={format_bytes(per_job).replace(' ', '')!r}",
-            f'job_script_prologue=["export OMP_NUM_THREADS={layout.cpus}"]',
+            f'job_script_prologue=["export OMP_NUM_THREADS={layout.cpus}", {WORKER_MALLOC_EXPORT!r}]',
         ]
         jobs = layout.nodes  # one SLURM job per node, its workers as processes
     options += [

@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
 
 import pytest
 
 from augmenter.cluster import (
+    WORKER_MALLOC_EXPORT,
     close_client,
     cluster_has_gpus,
     detect_gpus,
@@ -145,6 +148,43 @@ def test_slurm_cpu_mode_asks_for_no_gpu(tmp_path) -> None:  # noqa: ANN001
         slurm_script(gpus_per_node=2, workers_per_node=4)
     with pytest.raises(UserError, match="≥ 0"):
         slurm_script(gpus_per_node=-1)
+
+
+@pytest.mark.parametrize("style", ["sbatch", "jobqueue"])
+def test_slurm_workers_keep_glibcs_malloc_tuning(style: str) -> None:
+    """The export line the scripts give their workers, run in a shell that starts a real `dask worker` (with
+    its nanny): the worker process has no MALLOC_TRIM_THRESHOLD_; without the line distributed sets it."""
+    from distributed import Client, LocalCluster
+
+    for gpus in (0, 1):
+        text = slurm_script(gpus_per_node=gpus, workers_per_node=1, style=style)
+        assert text.count(WORKER_MALLOC_EXPORT if style == "sbatch" else repr(WORKER_MALLOC_EXPORT)) == 1
+    dask_worker = shutil.which("dask", path=os.path.dirname(sys.executable))
+    assert dask_worker is not None
+    seen = {}
+    with (
+        LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as client,
+    ):
+        for label, prologue in (("exported", WORKER_MALLOC_EXPORT + "; "), ("plain", "")):
+            command = (
+                f"{prologue}exec {dask_worker} worker {cluster.scheduler_address} --nthreads 1 "
+                f"--host 127.0.0.1 --no-dashboard --name {label}"
+            )
+            process = subprocess.Popen(
+                ["bash", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                client.wait_for_workers(1, timeout=60)
+                # os.getenv, not a function of this file: the worker cannot import the tests
+                seen[label] = next(iter(client.run(os.getenv, "MALLOC_TRIM_THRESHOLD_").values()))
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+                deadline = time.monotonic() + 30
+                while client.scheduler_info(n_workers=-1)["workers"] and time.monotonic() < deadline:
+                    time.sleep(0.2)
+    assert seen == {"exported": None, "plain": "65536"}
 
 
 def test_cli_prints_the_slurm_script() -> None:
