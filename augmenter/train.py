@@ -25,7 +25,7 @@ from augmenter.errors import UserError
 from augmenter.face.prior import au_points_normalized
 from augmenter.flow import face_mask
 from augmenter.generators.base import PreparedClip
-from augmenter.generators.fpfomm import keypoint_tracks
+from augmenter.generators.fpfomm import keypoint_tracks, tps_landmarks, uses_landmark_tps
 from augmenter.manifest import read_manifest, row_fold_key, row_person
 from augmenter.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from augmenter.model.config import load_config, merge_config
@@ -68,6 +68,7 @@ class ClipTensors:
     points: torch.Tensor  # (T, 18, 2) normalised keypoints the model sees for each frame
     mask: torch.Tensor  # (1, S, S) float face mask of the onset
     teacher: torch.Tensor | None  # (T, 2, S, S) flow driving(t) → onset in pixels, or None
+    landmarks: torch.Tensor | None = None  # (T, L, 2) normalised tracked landmarks (landmark TPS motion)
 
 
 def drop_subjects(manifest: pd.DataFrame, exclude_subjects: Iterable[str]) -> pd.DataFrame:
@@ -107,7 +108,9 @@ def clip_tensors(
     flows (`flows` when already prepared, else computed here, cached in `cache_dir`)."""
     size = int(config["model"]["size"])
     train = config["train"]
-    points = au_points_normalized(keypoint_tracks(clip.landmarks, config), size)
+    tracks = keypoint_tracks(clip, config)
+    points = au_points_normalized(tracks, size)
+    landmarks = tps_landmarks(tracks, size) if uses_landmark_tps(config) else None
     mask = torch.from_numpy(face_mask(clip.landmarks[0], (size, size))).float()[None]
     teacher = None
     if train["teacher_flow"] > 0:
@@ -115,7 +118,7 @@ def clip_tensors(
             flows = flows_to_onset(clip, train["teacher_method"], cache_dir)
         teacher = torch.from_numpy(flows).permute(0, 3, 1, 2).contiguous()
     frames = torch.from_numpy(np.ascontiguousarray(clip.frames)).permute(0, 3, 1, 2).contiguous()
-    return ClipTensors(clip.key, frames, points, mask, teacher)
+    return ClipTensors(clip.key, frames, points, mask, teacher, landmarks)
 
 
 def draw_batch(
@@ -124,7 +127,17 @@ def draw_batch(
     """A batch of (source, driving) frame pairs from single clips; "onset" pairs start at the onset."""
     chosen = torch.randint(len(clips), (batch_size,), generator=generator).tolist()
     batch: dict[str, list[torch.Tensor]] = {
-        k: [] for k in ("source", "driving", "source_points", "driving_points", "mask", "teacher")
+        k: []
+        for k in (
+            "source",
+            "driving",
+            "source_points",
+            "driving_points",
+            "source_landmarks",
+            "driving_landmarks",
+            "mask",
+            "teacher",
+        )
     }
     for index in chosen:
         clip = clips[index]
@@ -137,6 +150,9 @@ def draw_batch(
         batch["driving"].append(clip.frames[driving])
         batch["source_points"].append(clip.points[source])
         batch["driving_points"].append(clip.points[driving])
+        if clip.landmarks is not None:
+            batch["source_landmarks"].append(clip.landmarks[source])
+            batch["driving_landmarks"].append(clip.landmarks[driving])
         batch["mask"].append(clip.mask)
         if clip.teacher is not None and source == 0:
             batch["teacher"].append(clip.teacher[driving])
@@ -193,6 +209,9 @@ class Trainer:
         source, driving = batch["source"], batch["driving"]
         kp_source = kp_detector(source, batch["source_points"])
         kp_driving = kp_detector(driving, batch["driving_points"])
+        if "source_landmarks" in batch:
+            kp_source["landmarks"] = batch["source_landmarks"]
+            kp_driving["landmarks"] = batch["driving_landmarks"]
         out = net(source, kp_driving, kp_source)
         losses: dict[str, torch.Tensor] = {}
         losses["reconstruction"] = train["perceptual"] * self.reconstruction(

@@ -32,17 +32,25 @@ KEYS = ("flow_epe", "flow_epe_au", "flow_cos", "l1")
 
 
 def variants() -> dict[str, dict]:
-    """Named configs: the seed, tiny-64 and tiny-64 with one fix removed at a time."""
+    """Named configs: the seed, tiny-64, tiny-64 with one of its changes removed at a time, and the recipe
+    tiny-64 had before flow-tracked keypoints and the landmark TPS choice ("tiny-previous")."""
     tiny = load_config("tiny-64")
     out = {"seed-64": load_config("seed-64"), "tiny-64": tiny}
-    for name, (section, key, value) in {
-        "tiny-no-teacher": ("train", "teacher_flow", 0.0),
-        "tiny-decoder-output": ("generator", "output", "decoder"),
-        "tiny-untracked": ("train", "tracked_keypoints", False),
-        "tiny-no-background": ("dense_motion", "background", False),
-    }.items():
+    dlib_tracks = [("train", "track_method", "landmarks"), ("train", "track_sigma_frames", 2.0)]
+    no_tps = [("dense_motion", "landmark_tps", False)]
+    changes: dict[str, list[tuple[str, str, object]]] = {
+        "tiny-no-teacher": [("train", "teacher_flow", 0.0)],
+        "tiny-decoder-output": [("generator", "output", "decoder")],
+        "tiny-untracked": [("train", "tracked_keypoints", False)],
+        "tiny-no-background": [("dense_motion", "background", False)],
+        "tiny-landmark-tracks": dlib_tracks,
+        "tiny-no-landmark-tps": no_tps,
+        "tiny-previous": dlib_tracks + no_tps,
+    }
+    for name, settings in changes.items():
         config = copy.deepcopy(tiny)
-        (config["train"] if section == "train" else config["model"][section])[key] = value
+        for section, key, value in settings:
+            (config["train"] if section == "train" else config["model"][section])[key] = value
         config["name"] = name
         out[name] = config
     return out

@@ -31,7 +31,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from augmenter.face import get_face_backend
 from augmenter.face.prior import au_points_normalized
 from augmenter.generators.base import PreparedClip, TargetFace
-from augmenter.generators.fpfomm import FPFOMMGenerator, frames_to_tensor, keypoint_tracks, load_fpfomm
+from augmenter.generators.fpfomm import (
+    FPFOMMGenerator,
+    frames_to_tensor,
+    keypoint_tracks,
+    load_fpfomm,
+    tps_landmarks,
+)
 from augmenter.model.config import load_config
 from augmenter.model.keypoint_detector import keypoint_values
 from augmenter.model.networks import Networks
@@ -79,13 +85,16 @@ def seed_loop(model: FPFOMMGenerator, clip: PreparedClip, target: TargetFace) ->
     generator call that encodes the target again."""
     device, size = model.device, model.size
     kp_detector, generator = model.networks.kp_detector, model.networks.generator
-    tracks = au_points_normalized(keypoint_tracks(clip.landmarks, model.config), size).to(device)
+    tracks = au_points_normalized(keypoint_tracks(clip, model.config), size).to(device)
     driving_points = keypoint_values(model.driving_keypoints(clip, target).to(device), size, model.compat)
     target_image = frames_to_tensor(target.image[None], device)
     target_points = au_points_normalized(target.landmarks, size).to(device)[None]
     kp_target = kp_detector(target_image, target_points)
     onset = kp_detector(frames_to_tensor(clip.frames[:1], device), tracks[:1])
     onset_inverse = torch.linalg.inv(onset["jacobian"].float())
+    landmarks = model.driving_landmarks(clip, target)  # the landmark TPS motion's input, if the config has it
+    if landmarks is not None:
+        kp_target["landmarks"] = tps_landmarks(target.landmarks, size).to(device)[None]
     frames = []
     for t in range(len(clip.frames)):
         jacobian = kp_detector(frames_to_tensor(clip.frames[t : t + 1], device), tracks[t : t + 1])[
@@ -95,6 +104,8 @@ def seed_loop(model: FPFOMMGenerator, clip: PreparedClip, target: TargetFace) ->
             "value": driving_points[t : t + 1],
             "jacobian": jacobian.float() @ onset_inverse @ kp_target["jacobian"].float(),
         }
+        if landmarks is not None:
+            kp_driving["landmarks"] = landmarks[t : t + 1].to(device)
         frame = generator(target_image, kp_driving, kp_target)["prediction"]
         frames.append(
             frame.float().clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()

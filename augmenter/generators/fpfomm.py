@@ -9,6 +9,7 @@ FOMM file) is run by augmenter.generators.fomm.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ from augmenter.errors import UserError
 from augmenter.face.prior import au_points_normalized
 from augmenter.generators.base import PreparedClip, TargetFace
 from augmenter.model.checkpoint import load_checkpoint
-from augmenter.model.config import keypoint_mode
+from augmenter.model.config import keypoint_mode, track_method
+from augmenter.model.grid import pixels_to_normalized
 from augmenter.model.keypoint_detector import keypoint_values
 from augmenter.model.networks import Networks
-from augmenter.prepare import smooth_tracks
+from augmenter.prepare import smooth_tracks, track_points_by_flow
 
 
 def hull_area(points: np.ndarray) -> float:
@@ -34,13 +36,34 @@ def hull_area(points: np.ndarray) -> float:
         return 0.0
 
 
-def keypoint_tracks(landmarks: np.ndarray, config: dict[str, Any]) -> np.ndarray:
-    """(T, 68, 2) landmarks → tracks the model was trained with: smoothed per frame, or the onset
-    everywhere."""
+def keypoint_tracks(clip: PreparedClip, config: dict[str, Any]) -> np.ndarray:
+    """(T, 68, 2) landmark tracks the model was trained with: the onset everywhere (untracked), or per frame
+    from `train.track_method` — "landmarks" (each frame's own fit) or a flow method carrying the onset
+    landmarks through the clip — then smoothed over time."""
+    landmarks = clip.landmarks
     train = config["train"]
-    if train["tracked_keypoints"]:
-        return smooth_tracks(landmarks, train["track_sigma_frames"], train["track_dead_band_px"])
-    return np.repeat(np.asarray(landmarks[:1], np.float32), len(landmarks), axis=0)
+    if not train["tracked_keypoints"]:
+        return np.repeat(np.asarray(landmarks[:1], np.float32), len(landmarks), axis=0)
+    method = track_method(config)
+    if method != "landmarks":
+        landmarks = track_points_by_flow(clip.frames, landmarks[0], method)
+    return smooth_tracks(landmarks, train["track_sigma_frames"], train["track_dead_band_px"])
+
+
+# Landmarks the landmark TPS motion moves: dlib's 0–59 (jaw, brows, nose, eyes, outer lips). The inner-lip
+# contour 60–67 lies on the outer one when the mouth is closed, and a spline through coincident points that
+# move apart is ill-posed.
+TPS_LANDMARKS = slice(0, 60)
+
+
+def uses_landmark_tps(config: dict[str, Any]) -> bool:
+    return bool(config["model"]["dense_motion"].get("landmark_tps", False))
+
+
+def tps_landmarks(tracks: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """(..., 68, 2) pixel landmarks → (..., 60, 2) normalised: the points the landmark TPS motion moves."""
+    tensor = tracks if isinstance(tracks, torch.Tensor) else torch.from_numpy(np.asarray(tracks))
+    return pixels_to_normalized(tensor[..., TPS_LANDMARKS, :].float(), size)
 
 
 def frames_to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -93,11 +116,36 @@ class FPFOMMGenerator:
     def _check(self, source: PreparedClip, target: TargetFace) -> None:
         check_frame_size(source, target, self.size)
 
-    def driving_keypoints(self, source: PreparedClip, target: TargetFace) -> torch.Tensor:
-        """(T, 18, 2) normalised target points moved by the source's displacement since onset."""
-        tracks = keypoint_tracks(source.landmarks, self.config)
-        source_points = au_points_normalized(tracks, self.size)  # (T, 18, 2)
-        target_points = au_points_normalized(target.landmarks, self.size)  # (18, 2)
+    def driving_keypoints(
+        self, source: PreparedClip, target: TargetFace, tracks: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """(T, 18, 2) normalised target points moved by the source's displacement since onset (`tracks`: the
+        source's keypoint_tracks when already computed)."""
+        if tracks is None:
+            tracks = keypoint_tracks(source, self.config)
+        return self._moved_target_points(source, target, tracks, au_points_normalized)
+
+    def driving_landmarks(
+        self, source: PreparedClip, target: TargetFace, tracks: np.ndarray | None = None
+    ) -> torch.Tensor | None:
+        """(T, 60, 2) normalised target landmarks moved like the source's, what the landmark TPS motion
+        moves; None for a config without that choice."""
+        if not uses_landmark_tps(self.config):
+            return None
+        if tracks is None:
+            tracks = keypoint_tracks(source, self.config)
+        return self._moved_target_points(source, target, tracks, tps_landmarks)
+
+    def _moved_target_points(
+        self,
+        source: PreparedClip,
+        target: TargetFace,
+        tracks: np.ndarray,
+        points: Callable[[np.ndarray, int], torch.Tensor],
+    ) -> torch.Tensor:
+        """The target's `points` (normalised) moved by the source's, scaled by the ratio of face sizes."""
+        source_points = points(tracks, self.size)  # (T, K, 2)
+        target_points = points(np.asarray(target.landmarks, np.float32), self.size)  # (K, 2)
         source_area, target_area = hull_area(source.landmarks[0]), hull_area(target.landmarks)
         scale = float(np.sqrt(target_area / source_area)) if source_area > 0 and target_area > 0 else 1.0
         return target_points[None] + scale * (source_points - source_points[:1])
@@ -114,8 +162,11 @@ class FPFOMMGenerator:
         device = self.device
         kp_detector, generator = self.networks.kp_detector, self.networks.generator
         frames = frames_to_tensor(source.frames, device)
-        tracks = au_points_normalized(keypoint_tracks(source.landmarks, self.config), self.size).to(device)
-        driving_points = self.driving_keypoints(source, target).to(device)
+        source_tracks = keypoint_tracks(source, self.config)
+        tracks = au_points_normalized(source_tracks, self.size).to(device)
+        driving_points = self.driving_keypoints(source, target, source_tracks).to(device)
+        driving_landmarks = self.driving_landmarks(source, target, source_tracks)
+        target_landmarks = tps_landmarks(target.landmarks, self.size).to(device)[None]
         target_image = frames_to_tensor(target.image[None], device)
         kp_target, source_features = self.encode_target(target, target_image)
         onset_inverse = None
@@ -134,6 +185,9 @@ class FPFOMMGenerator:
                 "value": kp_target["value"].expand(stop - start, -1, -1),
                 "jacobian": kp_target["jacobian"].expand(stop - start, -1, -1, -1),
             }
+            if driving_landmarks is not None:
+                kp_driving["landmarks"] = driving_landmarks[start:stop].to(device)
+                kp_source["landmarks"] = target_landmarks
             prediction = generator(target_image, kp_driving, kp_source, source_features=source_features)[
                 "prediction"
             ]

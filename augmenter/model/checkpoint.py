@@ -401,6 +401,11 @@ def export_checkpoint(path: str | Path, out: str | Path) -> list[str]:
     from augmenter.model.config import model_compat
 
     config = payload["config"]
+    if config["model"]["dense_motion"].get("landmark_tps", False):
+        raise UserError(
+            f"{path}: dense_motion.landmark_tps (one more motion choice) has no counterpart in FOMM's code, "
+            "so their networks cannot load these weights; export a checkpoint trained without it"
+        )
     notes = []
     if model_compat(config) != "fomm":
         notes.append(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from augmenter.errors import UserError
+from augmenter.flow import FLOW_METHODS
 
 # "fomm": the numerics of the published FOMM / FP-FOMM code (unpadded keypoint heads, zero-padded warps, the
 # seed's prior channel and keypoint scaling, FOMM's anti-aliased downsampling), so their weights compute what
@@ -22,6 +23,8 @@ COMPAT_MODES: tuple[str, ...] = ("augmenter", "fomm")
 # "prior": FP-FOMM's fixed facial-prior keypoints (18 AU points, extra prior input channel); "learned": FOMM's
 # keypoints, the expectation of each heatmap (no prior channel).
 KEYPOINT_MODES: tuple[str, ...] = ("prior", "learned")
+# Tracked keypoints from each frame's landmark fit, or the onset landmarks carried along an optical flow.
+TRACK_METHODS: tuple[str, ...] = ("landmarks", *FLOW_METHODS)
 
 DEFAULTS: dict[str, Any] = {
     "name": "custom",
@@ -48,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
             "background": True,
             "estimate_occlusion_map": True,
             "head_kernel": 7,
+            # one more motion choice: the TPS through the tracked landmarks (augmenter/model/dense_motion.py)
+            "landmark_tps": False,
         },
         "generator": {
             "block_expansion": 64,
@@ -75,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "pairs": "random",  # "random": two frames of a clip (the seed); "onset": onset → any frame
         "tracked_keypoints": False,  # driving keypoints from the driving frame's (smoothed) landmarks
+        # where tracked keypoints come from: "landmarks" (each frame's own landmark fit) or a flow method
+        # ("dis", "farneback", "tvl1") carrying the onset landmarks along the flow onset → frame
+        "track_method": "landmarks",
         "track_sigma_frames": 2.0,
         "track_dead_band_px": 0.0,
         "teacher_flow": 0.0,  # weight of the face-masked L1 between the dense motion and TV-L1 (0 = off)
@@ -114,6 +122,7 @@ def merge_config(override: dict[str, Any], source: str = "config") -> dict[str, 
     config = _merge(DEFAULTS, override, "", source)
     model_compat(config, source)
     keypoint_mode(config, source)
+    track_method(config, source)
     return config
 
 
@@ -133,6 +142,14 @@ def keypoint_mode(config: dict[str, Any], source: str = "config") -> str:
             f"{source}: model.kp_detector.keypoints is {mode!r}; use one of {', '.join(KEYPOINT_MODES)}"
         )
     return mode
+
+
+def track_method(config: dict[str, Any], source: str = "config") -> str:
+    """Where tracked keypoints come from; "landmarks" when the key is absent (older checkpoints)."""
+    method = config["train"].get("track_method", "landmarks")
+    if method not in TRACK_METHODS:
+        raise UserError(f"{source}: train.track_method is {method!r}; use one of {', '.join(TRACK_METHODS)}")
+    return method
 
 
 def load_config(name_or_path: str | Path) -> dict[str, Any]:

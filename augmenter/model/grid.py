@@ -79,3 +79,52 @@ def gaussian_heatmaps(points: torch.Tensor, height: int, width: int, variance: f
     grid = coordinate_grid(height, width, dtype=points.dtype, device=points.device)
     offset = grid[None, None] - points[:, :, None, None, :]
     return torch.exp(-0.5 * offset.pow(2).sum(dim=-1) / variance)
+
+
+def _thin_plate_kernel(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """(B, M, N) U = ½ r² log r² between (B, M, 2) points and (B, N, 2) centres (0 at r = 0)."""
+    squared = (points[:, :, None, :] - centres[:, None, :, :]).pow(2).sum(dim=-1)
+    return 0.5 * squared * torch.log(squared.clamp_min(1e-20))
+
+
+def tps_sampling_grid(
+    control: torch.Tensor, values: torch.Tensor, height: int, width: int, regularization: float = 1e-3
+) -> torch.Tensor:
+    """(B, H, W, 2) thin-plate spline through (B, N, 2) normalised `control` points with (B, N, 2) `values`.
+
+    As a backward sampling grid it sends each control point of the output to its value in the input and
+    interpolates smoothly in between (the same spline as augmenter.warp, on torch tensors and batched).
+    `regularization` (λ on the kernel's diagonal) keeps the system solvable when points nearly coincide.
+    Solved in float64; returned in the dtype of `control`.
+    """
+    centres = control.double()
+    batch, count, _ = centres.shape
+    system = centres.new_zeros(batch, count + 3, count + 3)
+    system[:, :count, :count] = _thin_plate_kernel(centres, centres) + regularization * torch.eye(
+        count, dtype=centres.dtype, device=centres.device
+    )
+    affine = torch.cat([centres.new_ones(batch, count, 1), centres], dim=-1)
+    system[:, :count, count:] = affine
+    system[:, count:, :count] = affine.transpose(1, 2)
+    right_hand = torch.cat([values.double(), centres.new_zeros(batch, 3, 2)], dim=1)
+    coefficients = torch.linalg.solve(system, right_hand)  # (B, N + 3, 2)
+    grid = coordinate_grid(height, width, dtype=centres.dtype, device=centres.device).view(1, -1, 2)
+    grid = grid.expand(batch, -1, -1)
+    ones = grid.new_ones(batch, grid.shape[1], 1)
+    basis = torch.cat([_thin_plate_kernel(grid, centres), ones, grid], dim=-1)
+    return (basis @ coefficients).view(batch, height, width, 2).to(control.dtype)
+
+
+def border_grid_points(per_side: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(4·per_side, 2) normalised points along the frame's border, corners included (pinned still by a TPS
+    so the background does not swing with the face)."""
+    steps = torch.linspace(-1.0, 1.0, per_side + 1, dtype=dtype)[:-1]
+    ones = torch.ones_like(steps)
+    return torch.cat(
+        [
+            torch.stack([steps, -ones], 1),
+            torch.stack([ones, steps], 1),
+            torch.stack([-steps, ones], 1),
+            torch.stack([-ones, -steps], 1),
+        ]
+    )
