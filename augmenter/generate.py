@@ -138,6 +138,17 @@ def _worker_device(spec: str) -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
+def _limit_opencv_threads() -> None:
+    """Give OpenCV the worker's thread budget. Its own thread pool ignores OMP_NUM_THREADS, so a worker that
+    owns one core ran optical flow and resizing on as many threads as the machine has cores, beside the other
+    workers. The budget is the OMP_NUM_THREADS the cluster gave the worker (unset: OpenCV keeps its own)."""
+    import cv2
+
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    if budget.isdigit() and int(budget) > 0 and cv2.getNumThreads() != int(budget):
+        cv2.setNumThreads(int(budget))
+
+
 def _worker_generator(spec: str, size: int):  # noqa: ANN202 - ClipGenerator
     """Load the model once per worker process, keyed by its spec; later batches reuse it."""
     from augmenter.generators import load_generator
@@ -343,6 +354,7 @@ def run_batch(settings: BatchSettings, items: Sequence[dict]) -> list[dict]:
 
     from augmenter.face import get_face_backend
 
+    _limit_opencv_threads()
     generator = _worker_generator(settings.generator, settings.size)
     backend = get_face_backend(settings.face_backend)
     results = {item["index"]: _failed(item, "") for item in items}

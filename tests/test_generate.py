@@ -105,6 +105,16 @@ def clean_store(inputs: dict, client, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
+def test_workers_run_opencv_on_their_own_thread_budget(clean_store: Path, client) -> None:  # noqa: ANN001
+    """Each of the 2 workers on this machine owns cores // 2 threads; after a batch, OpenCV keeps to that
+    budget too (its own pool ignores OMP_NUM_THREADS)."""
+    import cv2
+
+    budget = str(max(1, (os.cpu_count() or 1) // 2))
+    assert set(client.run(os.getenv, "OMP_NUM_THREADS").values()) == {budget}
+    assert set(client.run(cv2.getNumThreads).values()) == {int(budget)}
+
+
 def test_clean_run_is_readable_with_xarray_and_dask(inputs: dict, clean_store: Path) -> None:
     ds = xr.open_zarr(clean_store)
     n = inputs["n_base"]
