@@ -5,7 +5,11 @@
 2. clips/s with 1 vs 2 single-threaded CPU workers on a warm preparation cache, repeated, the spread of the
    ratio stated (target ≥ 1.8×), and the scheduler overhead as a share of worker time from Dask's own task
    stream (target < 2 %);
-3. end to end vs the model: one warm worker's frames/s through `generate` against the same generator's own
+3. the machine's own ceiling for (2): the generator's `animate` in 2 bare processes at once vs 1 (no Dask,
+   no driver, no store), the same repeats (`processes_2_vs_1`), and where (2) loses against it: CPU seconds
+   per clip of the workers and of this process (driver, scheduler, nannies), and the ratio those allow
+   (`cpu_allows_2_vs_1`: with 2 workers on 2 cores the driver's share is taken from the workers);
+4. end to end vs the model: one warm worker's frames/s through `generate` against the same generator's own
    `animate` frames/s on the same prepared clips in one thread (target ≥ 70 %).
 
 Uses the demo corpus at 64² and the shipped tiny-64 demo generator (landmark-tps with `--generator
@@ -14,10 +18,11 @@ landmark-tps`). Other processes on the machine skew every number: the load avera
     python benchmarks/generate_scaling.py [--quick] [--repeats 3] [--pairs 24] [--workdir DIR]
 
 JSON keys: zarr_write_ratio_64, zarr_write_ratio_256, workers_2_vs_1 (median), workers_2_vs_1_spread
-([min, max]), overhead_share, end_to_end_vs_model, and the raw rates behind them. Each run also pays a fixed
-cost whatever its size (planning, store open and close: `run_fixed_s`), which a short timed run over-weights;
-`workers_2_vs_1_tasks` and `end_to_end_tasks_vs_model` measure over the task span instead (first task's start
-to last task's end, from the task stream), what a long job approaches.
+([min, max]), processes_2_vs_1 (+ spread), cpu_s_per_clip, cpu_allows_2_vs_1, overhead_share,
+end_to_end_vs_model, and the raw rates behind them. Each run also pays a fixed cost whatever its size
+(planning, store open and close: `run_fixed_s`), which a short timed run over-weights; `workers_2_vs_1_tasks`
+and `end_to_end_tasks_vs_model` measure over the task span instead (first task's start to last task's end,
+from the task stream), what a long job approaches.
 """
 
 from __future__ import annotations
@@ -116,8 +121,24 @@ def write_ratio(workdir: Path, size: int, frames: int, n: int, repeats: int = 3)
     }
 
 
-def timed_run(job, client) -> tuple[float, float, int, float]:  # noqa: ANN001
-    """(wall seconds, scheduler overhead share, clips written, task span seconds) of one generate() call.
+def _cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user + system) so far of this process and each of its descendants (the workers)."""
+    import psutil
+
+    me = psutil.Process()
+    seconds = {}
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def timed_run(job, client) -> tuple[float, float, int, float, float, float]:  # noqa: ANN001
+    """(wall seconds, scheduler overhead share, clips written, task span seconds, CPU seconds of this
+    process — driver, scheduler and nannies — and of the worker processes) of one generate() call.
 
     The overhead share comes from Dask's task stream: on each worker, the time between its first task's start
     and its last task's end not spent computing (waiting for the scheduler, transfers, deserialisation),
@@ -127,10 +148,15 @@ def timed_run(job, client) -> tuple[float, float, int, float]:  # noqa: ANN001
 
     from augmenter.generate import generate
 
+    before = _cpu_seconds()
     with get_task_stream(client=client) as stream:
         started = time.perf_counter()
         result = generate(job, client=client)
         wall = time.perf_counter() - started
+    after = _cpu_seconds()
+    driver_pid = os.getpid()
+    driver_cpu = after[driver_pid] - before.get(driver_pid, 0.0)
+    worker_cpu = sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid != driver_pid)
     if result.failures:
         raise SystemExit(f"benchmark run had failures: {result.failures[:3]}")
     spans: dict[str, list[float]] = {}
@@ -143,7 +169,8 @@ def timed_run(job, client) -> tuple[float, float, int, float]:  # noqa: ANN001
                 compute += part["stop"] - part["start"]
     span = sum(stop - start for start, stop in spans.values())
     overall = max(w[1] for w in spans.values()) - min(w[0] for w in spans.values()) if spans else float("nan")
-    return wall, (1 - compute / span) if span > 0 else float("nan"), result.written, overall
+    share = (1 - compute / span) if span > 0 else float("nan")
+    return wall, share, result.written, overall, driver_cpu, worker_cpu
 
 
 def model_rate(
@@ -167,6 +194,59 @@ def model_rate(
     return frames / (time.perf_counter() - started), frames / len(sources)
 
 
+def _animate_window(
+    spec: str, manifest: Path, root: Path, cache: Path, n: int, start_at: float, seconds: float
+) -> float:
+    """Runs in its own process: frames/s of the generator's `animate` (one thread) over a window that opens at
+    wall-clock `start_at` and lasts `seconds`, so processes started together measure the same moments."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # one thread, as each worker gives OpenCV
+    from augmenter.face import get_face_backend
+    from augmenter.generators import load_generator
+    from augmenter.manifest import read_manifest
+    from augmenter.prepare import prepare_clip, prepare_targets_from_manifest
+
+    generator = load_generator(spec, "cpu", size=64)
+    backend = get_face_backend("dlib")
+    rows = read_manifest(manifest)
+    sources = [prepare_clip(row, root, 64, backend, cache_dir=cache) for _, row in rows.head(n).iterrows()]
+    target = prepare_targets_from_manifest(rows.tail(1), root, 64, backend, cache_dir=cache)[0]
+    generator.animate(sources[0], target)  # warm-up
+    time.sleep(max(0.0, start_at - time.time()))
+    started, frames, index = time.perf_counter(), 0, 0
+    while time.perf_counter() - started < seconds:
+        frames += len(generator.animate(sources[index % len(sources)], target))
+        index += 1
+    return frames / (time.perf_counter() - started)
+
+
+def process_ceiling(spec: str, manifest: Path, root: Path, cache: Path, repeats: int, seconds: float) -> list:
+    """What two single-threaded processes get over one on this machine for the model's own work, without
+    Dask, the driver or the store: the ceiling `workers_2_vs_1` can reach here (shared memory bandwidth,
+    caches, a VM's vCPUs)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ratios = []
+    context = multiprocessing.get_context("spawn")
+    for _ in range(repeats):
+        rates = {}
+        for processes in (1, 2):
+            with ProcessPoolExecutor(processes, mp_context=context) as pool:
+                start_at = time.time() + 15.0  # after every process has loaded the model and its clips
+                futures = [
+                    pool.submit(_animate_window, spec, manifest, root, cache, 8, start_at, seconds)
+                    for _ in range(processes)
+                ]
+                rates[processes] = sum(f.result() for f in futures)
+        ratios.append(rates[2] / rates[1])
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -184,9 +264,11 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="augmenter-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ["OMP_NUM_THREADS"] = "1"  # the model-rate baseline runs in one thread, as each worker does
+    import cv2
     import torch
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
     from distributed import Client
 
@@ -210,6 +292,7 @@ def main() -> None:
     rates: dict[int, list[float]] = {1: [], 2: []}
     task_rates: dict[int, list[float]] = {1: [], 2: []}  # clips per second of task span
     overhead: list[float] = []
+    cpu_per_clip: dict[int, dict[str, list[float]]] = {n: {"driver": [], "workers": []} for n in (1, 2)}
     for run in range(repeats + 1):  # run 0 fills the preparation cache and is not timed
         for workers in (1, 2):
             # Single-threaded workers in both cases (a lone worker would otherwise get every core's threads).
@@ -218,7 +301,9 @@ def main() -> None:
             try:
                 client.wait_for_workers(workers, timeout=120)
                 client.run(_warm, args.generator, 64)
-                wall, share, written, span = timed_run(job(f"w{workers}-{run}"), client)
+                wall, share, written, span, driver_cpu, worker_cpu = timed_run(
+                    job(f"w{workers}-{run}"), client
+                )
             finally:
                 client.close()
                 cluster.close()
@@ -227,14 +312,22 @@ def main() -> None:
             rates[workers].append(written / wall)
             task_rates[workers].append(written / span)
             overhead.append(share)
+            cpu_per_clip[workers]["driver"].append(driver_cpu / written)
+            cpu_per_clip[workers]["workers"].append(worker_cpu / written)
     from augmenter.store import store_table
 
+    ceiling = process_ceiling(args.generator, manifest, root, cache, repeats, 10.0 if args.quick else 20.0)
     frames_made = int(store_table(workdir / "w1-1.zarr")["n_frames"].sum())
     model_fps, _ = model_rate(args.generator, manifest, root, cache, min(pairs, 8))
     e2e_fps = statistics.median(r * frames_made / pairs for r in rates[1])
     steady_fps = statistics.median(r * frames_made / pairs for r in task_rates[1])
     ratios = [two / one for one, two in zip(rates[1], rates[2], strict=True)]
     task_ratios = [two / one for one, two in zip(task_rates[1], task_rates[2], strict=True)]
+    cpu = {n: {k: statistics.median(v) for k, v in parts.items()} for n, parts in cpu_per_clip.items()}
+    # What the CPU costs allow: one worker is bound by its own CPU per clip (the driver has the other core);
+    # two share the machine's cores with the driver, so 2 w1 / (w2 + d2) when they use every core.
+    cores = os.cpu_count() or 1
+    allowed = (min(2, cores) / (cpu[2]["workers"] + cpu[2]["driver"])) / (1 / cpu[1]["workers"])
     result = {
         "zarr_write_ratio_64": round(writes[64]["ratio"], 3),
         "zarr_write_ratio_256": round(writes[256]["ratio"], 3),
@@ -243,6 +336,12 @@ def main() -> None:
         # the same over the task span: without what each run pays once (planning, store open and close)
         "workers_2_vs_1_tasks": round(statistics.median(task_ratios), 3),
         "workers_2_vs_1_tasks_spread": [round(min(task_ratios), 3), round(max(task_ratios), 3)],
+        # two bare processes animating vs one (no Dask): this machine's own ceiling for the ratio above
+        "processes_2_vs_1": round(statistics.median(ceiling), 3),
+        "processes_2_vs_1_spread": [round(min(ceiling), 3), round(max(ceiling), 3)],
+        # CPU seconds per clip of the worker processes and of this process (driver, scheduler, nannies)
+        "cpu_s_per_clip": {n: {k: round(v, 3) for k, v in parts.items()} for n, parts in cpu.items()},
+        "cpu_allows_2_vs_1": round(allowed, 3),
         "overhead_share": round(statistics.median(overhead), 4),
         "end_to_end_vs_model": round(e2e_fps / model_fps, 3),
         "end_to_end_tasks_vs_model": round(steady_fps / model_fps, 3),
