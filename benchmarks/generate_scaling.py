@@ -173,11 +173,8 @@ def timed_run(job, client) -> tuple[float, float, int, float, float, float]:  # 
     return wall, share, result.written, overall, driver_cpu, worker_cpu
 
 
-def model_rate(
-    spec: str, manifest: Path, root: Path, cache: Path, n: int, device: str = "cpu", size: int = 64
-) -> tuple[float, float]:
-    """(frames/s, mean frames per clip) of the generator's own `animate` on prepared clips, in this process
-    (one thread on a CPU)."""
+def _prepared_inputs(spec: str, manifest: Path, root: Path, cache: Path, n: int, device: str, size: int):  # noqa: ANN202
+    """(generator, the first `n` prepared source clips, the last clip's face as target), warmed up."""
     from augmenter.face import get_face_backend
     from augmenter.generators import load_generator
     from augmenter.manifest import read_manifest
@@ -189,6 +186,15 @@ def model_rate(
     sources = [prepare_clip(row, root, size, backend, cache_dir=cache) for _, row in rows.head(n).iterrows()]
     target = prepare_targets_from_manifest(rows.tail(1), root, size, backend, cache_dir=cache)[0]
     generator.animate(sources[0], target)  # warm-up
+    return generator, sources, target
+
+
+def model_rate(
+    spec: str, manifest: Path, root: Path, cache: Path, n: int, device: str = "cpu", size: int = 64
+) -> tuple[float, float]:
+    """(frames/s, mean frames per clip) of the generator's own `animate` on prepared clips, in this process
+    (one thread on a CPU)."""
+    generator, sources, target = _prepared_inputs(spec, manifest, root, cache, n, device, size)
     started = time.perf_counter()
     frames = sum(len(generator.animate(source, target)) for source in sources)
     return frames / (time.perf_counter() - started), frames / len(sources)
@@ -205,17 +211,7 @@ def _animate_window(
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # one thread, as each worker gives OpenCV
-    from augmenter.face import get_face_backend
-    from augmenter.generators import load_generator
-    from augmenter.manifest import read_manifest
-    from augmenter.prepare import prepare_clip, prepare_targets_from_manifest
-
-    generator = load_generator(spec, "cpu", size=64)
-    backend = get_face_backend("dlib")
-    rows = read_manifest(manifest)
-    sources = [prepare_clip(row, root, 64, backend, cache_dir=cache) for _, row in rows.head(n).iterrows()]
-    target = prepare_targets_from_manifest(rows.tail(1), root, 64, backend, cache_dir=cache)[0]
-    generator.animate(sources[0], target)  # warm-up
+    generator, sources, target = _prepared_inputs(spec, manifest, root, cache, n, "cpu", 64)
     time.sleep(max(0.0, start_at - time.time()))
     started, frames, index = time.perf_counter(), 0, 0
     while time.perf_counter() - started < seconds:

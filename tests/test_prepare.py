@@ -306,6 +306,27 @@ def test_flow_tracking_follows_a_translated_face(clip_root: Path, backend: Count
     np.testing.assert_allclose(np.median(moved, axis=0), [5 * step, 0.0], atol=0.25)
 
 
+def test_flow_tracks_of_a_clip_seen_again_come_from_memory(
+    clip_root: Path, backend: CountingDlib, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """generate animates one source onto many targets: the second tracking of the same pixels and points
+    computes no flow, returns the same tracks, and a caller editing them does not change the kept copy."""
+    from augmenter import prepare
+
+    clip = prepare_clip(_row(), clip_root, SIZE, backend)
+    points = clip.landmarks[0]
+    first = track_points_by_flow(clip.frames, points, "farneback")
+    with monkeypatch.context() as patch:
+        patch.setattr(prepare, "optical_flow", None)  # any flow computed now would fail
+        again = track_points_by_flow(clip.frames, points, "farneback")
+    np.testing.assert_array_equal(again, first)
+    again += 1.0
+    np.testing.assert_array_equal(track_points_by_flow(clip.frames, points, "farneback"), first)
+    moved = clip.frames.copy()
+    moved[-1] = np.roll(moved[-1], 1, axis=1)  # other pixels: tracked afresh
+    assert not np.array_equal(track_points_by_flow(moved, points, "farneback")[-1], first[-1])
+
+
 def test_smooth_tracks_removes_jitter_keeps_motion() -> None:
     rng = np.random.default_rng(0)
     frames, points = 30, 68
