@@ -110,15 +110,38 @@ WORKER_MALLOC_EXPORT = (
     "export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{\"MALLOC_TRIM_THRESHOLD_\": None}'"
 )
 
+# Dask's own monitors, set for tasks that keep a core busy for seconds: no statistical profiler (it samples
+# every thread's stack 100 times a second), system and memory monitors every few seconds instead of every
+# 0.5 / 0.1 s, the event-loop latency check 5 times a second instead of 50. With 2 single-threaded workers on
+# 2 cores, each worker spent 12 % more CPU per clip with the defaults, and the driver (scheduler) about a
+# third more with the 20 ms check (timed runs of benchmarks/generate_scaling.py). The dashboard's profile
+# page stays empty.
+WORKER_MONITOR_SETTINGS: dict[str, object] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "2s",
+    "distributed.admin.tick.interval": "200ms",
+}
+# The same as environment variables, for workers this process does not start.
+WORKER_MONITOR_EXPORT = "export " + " ".join(
+    "DASK_" + key.upper().replace(".", "__").replace("-", "_") + f"={value}"
+    for key, value in WORKER_MONITOR_SETTINGS.items()
+)
 
-def _worker_malloc_defaults():  # noqa: ANN202 - a dask.config.set context
-    """Workers keep glibc's own malloc tuning. distributed sets MALLOC_TRIM_THRESHOLD_=65536 before it
-    spawns a worker (to hand freed memory back to the OS); any explicit setting also freezes glibc's mmap
-    threshold, so every large tensor is mapped and unmapped afresh, and a single-threaded CPU worker ran
-    tiny-64 inference at half the speed of the same call outside Dask (0.79 vs 0.39 s per 64² clip)."""
+
+def _worker_config():  # noqa: ANN202 - a dask.config.set context
+    """Settings every worker this process starts gets (through its nanny), and the scheduler too.
+
+    Workers keep glibc's own malloc tuning. distributed sets MALLOC_TRIM_THRESHOLD_=65536 before it spawns a
+    worker (to hand freed memory back to the OS); any explicit setting also freezes glibc's mmap threshold,
+    so every large tensor is mapped and unmapped afresh, and a single-threaded CPU worker ran tiny-64
+    inference at half the speed of the same call outside Dask (0.79 vs 0.39 s per 64² clip). Dask's monitors
+    are WORKER_MONITOR_SETTINGS."""
     import dask
 
-    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+    return dask.config.set(
+        {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None, **WORKER_MONITOR_SETTINGS}
+    )
 
 
 def local_cluster(
@@ -150,7 +173,7 @@ def local_cluster(
         options |= {"host": host, "env": env}
     else:  # threads talk in-process (no host to bind); a worker's own HTTP server would take every interface
         options |= {"worker_dashboard_address": f"{host}:0"}
-    with _worker_malloc_defaults():
+    with _worker_config():
         return LocalCluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
@@ -202,7 +225,7 @@ def _gpu_cluster(gpu_ids: Sequence[str], dashboard_address: str | None, host: st
         }
         for device in gpu_ids
     }
-    with _worker_malloc_defaults():
+    with _worker_config():
         return SpecCluster(scheduler=scheduler, workers=workers, name="augmenter-gpu")
 
 
@@ -324,6 +347,8 @@ source {shlex.quote(venv)}/bin/activate
 export OMP_NUM_THREADS={layout.cpus} MKL_NUM_THREADS={layout.cpus} OPENBLAS_NUM_THREADS={layout.cpus}
 # workers keep glibc's malloc tuning (distributed's trim setting halves torch's CPU speed in a worker)
 {WORKER_MALLOC_EXPORT}
+# Dask's profiler off, its system and memory monitors every few seconds (they cost CPU beside long tasks)
+{WORKER_MONITOR_EXPORT}
 SCHEDULER_FILE="$PWD/dask-scheduler-$SLURM_JOB_ID.json"
 # Scheduler on this (the first) node, listening on {listen}; its dashboard on loopback.
 dask scheduler --scheduler-file "$SCHEDULER_FILE" --host "{host}" --port 0 \\
@@ -349,7 +374,7 @@ def _jobqueue_text(generate_args: str, layout: SlurmLayout) -> str:
             f"memory={layout.memory!r}",
             'job_extra_directives=["--gres=gpu:1"]',
             'worker_extra_args=["--resources", "GPU=1", "--nthreads", "1"]',
-            f"job_script_prologue=[{WORKER_MALLOC_EXPORT!r}]",
+            f"job_script_prologue=[{WORKER_MALLOC_EXPORT!r}, {WORKER_MONITOR_EXPORT!r}]",
         ]
         jobs = layout.workers  # one SLURM job per GPU worker
     else:
@@ -361,7 +386,8 @@ def _jobqueue_text(generate_args: str, layout: SlurmLayout) -> str:
             f"processes={layout.workers_per_node}",
             f"job_cpu={layout.cpus * layout.workers_per_node}",
             f"memory={format_bytes(per_job).replace(' ', '')!r}",
-            f'job_script_prologue=["export OMP_NUM_THREADS={layout.cpus}", {WORKER_MALLOC_EXPORT!r}]',
+            f'job_script_prologue=["export OMP_NUM_THREADS={layout.cpus}", {WORKER_MALLOC_EXPORT!r}, '
+            f"{WORKER_MONITOR_EXPORT!r}]",
         ]
         jobs = layout.nodes  # one SLURM job per node, its workers as processes
     options += [

@@ -11,6 +11,7 @@ is prepared (and, by a generator with `animate_many`, encoded) once per batch an
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import time
@@ -26,6 +27,9 @@ from augmenter.manifest import read_manifest
 from augmenter.plan import format_summary, load_targets, make_plan
 from augmenter.progress import StageProgress, format_eta
 
+# Default batches: at most MAX_BATCH_CLIPS clips, about BATCHES_PER_WORKER per worker of what is left.
+MAX_BATCH_CLIPS = 16
+BATCHES_PER_WORKER = 4
 RESULT_FLUSH_CLIPS = 256
 RESULT_FLUSH_SECONDS = 2.0
 STORE_VERSION_NOTE = "labels in arrays, one chunk per clip, done flag written by the driver after the clip"
@@ -58,7 +62,7 @@ class GenerateJob:
     max_frames: int | None = None  # store's T_max; default: the longest planned clip
     dry_run: bool = False
     overwrite: bool = False
-    batch_size: int | None = None  # pairings per task; default keeps ~4 tasks per worker in flight
+    batch_size: int | None = None  # pairings per task; default: batch_sizes (shrinking toward the end)
     retries: int = 1
     face_backend: str = "dlib"
     identity_quality: bool = True  # embed generated apex vs target (dlib: ~0.3 s per clip on one core)
@@ -353,8 +357,10 @@ def run_batch(settings: BatchSettings, items: Sequence[dict]) -> list[dict]:
     from concurrent.futures import ThreadPoolExecutor
 
     from augmenter.face import get_face_backend
+    from augmenter.prepare import keep_flow_tracks_in
 
     _limit_opencv_threads()
+    keep_flow_tracks_in(settings.cache_dir or None)  # a source's flow tracks are made once per cluster
     generator = _worker_generator(settings.generator, settings.size)
     backend = get_face_backend(settings.face_backend)
     results = {item["index"]: _failed(item, "") for item in items}
@@ -734,14 +740,25 @@ def generate(job: GenerateJob, client=None) -> GenerateResult:  # noqa: ANN001 -
     )
 
 
-def _batches(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
-    if batch:
+def batch_sizes(n_todo: int, n_workers: int, fixed: int | None = None) -> Iterator[int]:
+    """Clips per batch, in submission order: `fixed` when the job sets one; else each batch takes a
+    1/(BATCHES_PER_WORKER · workers) share of what is left (1 to MAX_BATCH_CLIPS clips), so batches shrink
+    toward the end of a run and the workers finish together instead of one idling while another works
+    through a last large batch (guided self-scheduling)."""
+    remaining = n_todo
+    while remaining > 0:
+        share = math.ceil(remaining / (BATCHES_PER_WORKER * max(1, n_workers)))
+        size = max(1, min(fixed or min(share, MAX_BATCH_CLIPS), remaining))
+        yield size
+        remaining -= size
+
+
+def _batches(items: Iterable[dict], sizes: Iterable[int]) -> Iterator[list[dict]]:
+    iterator = iter(items)
+    for size in sizes:
+        batch = list(itertools.islice(iterator, size))
+        if not batch:
+            return
         yield batch
 
 
@@ -772,10 +789,9 @@ def _run_items(
     failures: list[tuple[str, str]] = []
     try:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-        batch_size = job.batch_size or max(1, min(16, math.ceil(n_todo / (4 * n_workers))))
         resources = {"GPU": 1} if cluster_has_gpus(client) else None
         in_flight = 4 * n_workers  # enough queued work that no worker waits on the driver
-        batches = _batches(items, batch_size)
+        batches = _batches(items, batch_sizes(n_todo, n_workers, job.batch_size))
         futures: dict = {}
 
         def submit_next() -> object | None:

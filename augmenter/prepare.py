@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import cv2
 import numpy as np
@@ -205,17 +205,28 @@ def _detect(backend: FaceBackend, image: np.ndarray, path: Path | str, what: str
     return box
 
 
-def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz so a killed run leaves either the old file or the new one, never half of one."""
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through a temporary file in its folder, so a killed run (or another process writing the
+    same file) leaves either the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
+            write(stream)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    """An .npz written whole or not at all."""
+    _atomic_write(path, lambda stream: np.savez(stream, **arrays))
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """An .npy written whole or not at all."""
+    _atomic_write(path, lambda stream: np.save(stream, array))
 
 
 def load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
@@ -525,16 +536,7 @@ def flows_to_onset(clip: PreparedClip, method: FlowMethod, cache_dir: str | Path
         + [optical_flow(frame, onset, method) for frame in clip.frames[1:]]
     )
     if cache is not None:
-        path = _flows_file(clip, method, cache)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, flows)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_save_npy(_flows_file(clip, method, cache), flows)
         _COUNTER.record(cache, "flows", "miss")
     return flows
 
@@ -863,6 +865,33 @@ def prepare_targets_from_folder(
 _TRACKS_CACHE: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()
 _TRACKS_CACHE_SIZE = 256
 _TRACKS_LOCK = threading.Lock()
+# Where this process also keeps flow tracks on disk (keep_flow_tracks_in): shared by all users of the cache.
+_TRACKS_DISK: list[Path] = []
+TRACKS_FOLDER = "tracks"
+
+
+def keep_flow_tracks_in(cache_dir: str | Path | None) -> None:
+    """Also keep this process's flow tracks in `cache_dir`/tracks (None: memory only).
+
+    The files are named by the digest of the pixels, points and method, so they never go stale and every
+    process sharing the cache (the workers of a cluster, a resumed run) tracks each source clip once."""
+    _TRACKS_DISK[:] = [Path(cache_dir) / TRACKS_FOLDER] if cache_dir is not None else []
+
+
+def _tracks_file(folder: Path, key: tuple[str, bytes]) -> Path:
+    return folder / f"{_safe(key[0])}-{key[1].hex()}.npy"
+
+
+def _disk_tracks(folder: Path, key: tuple[str, bytes], shape: tuple[int, ...]) -> np.ndarray | None:
+    try:
+        tracks = np.load(_tracks_file(folder, key), allow_pickle=False)
+    except (OSError, ValueError):
+        tracks = None
+    if tracks is None or tracks.shape != shape or tracks.dtype != np.float32:
+        _COUNTER.record(folder.parent, "tracks", "miss")
+        return None
+    _COUNTER.record(folder.parent, "tracks", "hit")
+    return tracks
 
 
 def track_points_by_flow(frames: np.ndarray, points: np.ndarray, method: FlowMethod = "dis") -> np.ndarray:
@@ -871,7 +900,8 @@ def track_points_by_flow(frames: np.ndarray, points: np.ndarray, method: FlowMet
     Re-fitting dlib per frame measures its shape model's response as much as the skin's motion (on the demo
     corpus its apex landmark error was 2–3× the true sub-pixel motion for some faces); the flow at a point
     measures the skin's own displacement. DIS costs ~2 ms per 128² frame. Frame 0 returns `points` unchanged.
-    The last few hundred results are kept in memory (a copy is returned), keyed by the pixels and points.
+    The last few hundred results are kept in memory (a copy is returned), keyed by the pixels and points, and
+    on disk too where keep_flow_tracks_in named a cache.
     """
     points = np.asarray(points, dtype=np.float32)
     digest = hashlib.blake2b(np.ascontiguousarray(frames), digest_size=16)
@@ -881,7 +911,12 @@ def track_points_by_flow(frames: np.ndarray, points: np.ndarray, method: FlowMet
         if key in _TRACKS_CACHE:
             _TRACKS_CACHE.move_to_end(key)
             return _TRACKS_CACHE[key].copy()
-    tracks = _flow_tracks(frames, points, method)
+    folder = _TRACKS_DISK[0] if _TRACKS_DISK else None
+    tracks = _disk_tracks(folder, key, (len(frames), *points.shape)) if folder is not None else None
+    if tracks is None:
+        tracks = _flow_tracks(frames, points, method)
+        if folder is not None:
+            atomic_save_npy(_tracks_file(folder, key), tracks)
     with _TRACKS_LOCK:
         _TRACKS_CACHE[key] = tracks.copy()
         while len(_TRACKS_CACHE) > _TRACKS_CACHE_SIZE:

@@ -15,10 +15,11 @@
 Uses the demo corpus at 64² and the shipped tiny-64 demo generator (landmark-tps with `--generator
 landmark-tps`). Other processes on the machine skew every number: the load average is printed too.
 
-    python benchmarks/generate_scaling.py [--quick] [--repeats 3] [--pairs 24] [--workdir DIR]
+    python benchmarks/generate_scaling.py [--quick] [--repeats 3] [--pairs 64] [--workdir DIR]
 
 JSON keys: zarr_write_ratio_64, zarr_write_ratio_256, workers_2_vs_1 (median), workers_2_vs_1_spread
 ([min, max]), processes_2_vs_1 (+ spread), cpu_s_per_clip, cpu_allows_2_vs_1, overhead_share,
+edge_idle_share_2 (2 workers: the share of their time idle while the other finished the last batch),
 end_to_end_vs_model, and the raw rates behind them. Each run also pays a fixed cost whatever its size
 (planning, store open and close: `run_fixed_s`), which a short timed run over-weights; `workers_2_vs_1_tasks`
 and `end_to_end_tasks_vs_model` measure over the task span instead (first task's start to last task's end,
@@ -34,6 +35,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,14 +138,30 @@ def _cpu_seconds() -> dict[int, float]:
     return seconds
 
 
-def timed_run(job, client) -> tuple[float, float, int, float, float, float]:  # noqa: ANN001
-    """(wall seconds, scheduler overhead share, clips written, task span seconds, CPU seconds of this
-    process — driver, scheduler and nannies — and of the worker processes) of one generate() call.
+@dataclass
+class TimedRun:
+    """One generate() call: wall seconds, scheduler overhead share, clips written, task span seconds, the
+    idle share at the ends of the task span, CPU seconds of this process (driver, scheduler) and of its
+    children (nannies and workers)."""
+
+    wall: float
+    overhead_share: float
+    written: int
+    span: float
+    edge_idle_share: float
+    driver_cpu: float
+    worker_cpu: float
+
+
+def timed_run(job, client) -> TimedRun:  # noqa: ANN001
+    """Time one generate() call.
 
     The overhead share comes from Dask's task stream: on each worker, the time between its first task's start
     and its last task's end not spent computing (waiting for the scheduler, transfers, deserialisation),
     summed over workers, over the summed spans. The task span (first task's start to last task's end on any
-    worker) leaves out what a run pays once whatever its size (planning, creating and closing the store)."""
+    worker) leaves out what a run pays once whatever its size (planning, creating and closing the store). The
+    edge idle share is the part of workers × task span a worker spent before its first or after its last
+    task (one worker still busy with the last batch while the other has nothing left)."""
     from distributed import get_task_stream
 
     from augmenter.generate import generate
@@ -170,7 +188,8 @@ def timed_run(job, client) -> tuple[float, float, int, float, float, float]:  # 
     span = sum(stop - start for start, stop in spans.values())
     overall = max(w[1] for w in spans.values()) - min(w[0] for w in spans.values()) if spans else float("nan")
     share = (1 - compute / span) if span > 0 else float("nan")
-    return wall, share, result.written, overall, driver_cpu, worker_cpu
+    edge_idle = 1 - span / (len(spans) * overall) if spans and overall > 0 else float("nan")
+    return TimedRun(wall, share, result.written, overall, edge_idle, driver_cpu, worker_cpu)
 
 
 def _prepared_inputs(spec: str, manifest: Path, root: Path, cache: Path, n: int, device: str, size: int):  # noqa: ANN202
@@ -185,7 +204,8 @@ def _prepared_inputs(spec: str, manifest: Path, root: Path, cache: Path, n: int,
     rows = read_manifest(manifest)
     sources = [prepare_clip(row, root, size, backend, cache_dir=cache) for _, row in rows.head(n).iterrows()]
     target = prepare_targets_from_manifest(rows.tail(1), root, size, backend, cache_dir=cache)[0]
-    generator.animate(sources[0], target)  # warm-up
+    for source in sources:  # warm-up: each source's flow tracks made once, as a warm worker has them
+        generator.animate(source, target)
     return generator, sources, target
 
 
@@ -249,13 +269,13 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer pairings and repeats (a few minutes)")
     parser.add_argument(
-        "--pairs", type=int, default=None, help="pairings per timed run (default 32, quick 16)"
+        "--pairs", type=int, default=None, help="pairings per timed run (default 64, quick 16)"
     )
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per worker count (default 3)")
     parser.add_argument("--generator", default=DEFAULT_GENERATOR, help="a checkpoint or a training-free kind")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    pairs = args.pairs or (16 if args.quick else 32)
+    pairs = args.pairs or (16 if args.quick else 64)
     repeats = args.repeats or (2 if args.quick else 3)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="augmenter-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -288,6 +308,7 @@ def main() -> None:
     rates: dict[int, list[float]] = {1: [], 2: []}
     task_rates: dict[int, list[float]] = {1: [], 2: []}  # clips per second of task span
     overhead: list[float] = []
+    edge_idle: dict[int, list[float]] = {1: [], 2: []}
     cpu_per_clip: dict[int, dict[str, list[float]]] = {n: {"driver": [], "workers": []} for n in (1, 2)}
     for run in range(repeats + 1):  # run 0 fills the preparation cache and is not timed
         for workers in (1, 2):
@@ -297,19 +318,18 @@ def main() -> None:
             try:
                 client.wait_for_workers(workers, timeout=120)
                 client.run(_warm, args.generator, 64)
-                wall, share, written, span, driver_cpu, worker_cpu = timed_run(
-                    job(f"w{workers}-{run}"), client
-                )
+                timed = timed_run(job(f"w{workers}-{run}"), client)
             finally:
                 client.close()
                 cluster.close()
             if run == 0:
                 continue
-            rates[workers].append(written / wall)
-            task_rates[workers].append(written / span)
-            overhead.append(share)
-            cpu_per_clip[workers]["driver"].append(driver_cpu / written)
-            cpu_per_clip[workers]["workers"].append(worker_cpu / written)
+            rates[workers].append(timed.written / timed.wall)
+            task_rates[workers].append(timed.written / timed.span)
+            overhead.append(timed.overhead_share)
+            edge_idle[workers].append(timed.edge_idle_share)
+            cpu_per_clip[workers]["driver"].append(timed.driver_cpu / timed.written)
+            cpu_per_clip[workers]["workers"].append(timed.worker_cpu / timed.written)
     from augmenter.store import store_table
 
     ceiling = process_ceiling(args.generator, manifest, root, cache, repeats, 10.0 if args.quick else 20.0)
@@ -339,6 +359,8 @@ def main() -> None:
         "cpu_s_per_clip": {n: {k: round(v, 3) for k, v in parts.items()} for n, parts in cpu.items()},
         "cpu_allows_2_vs_1": round(allowed, 3),
         "overhead_share": round(statistics.median(overhead), 4),
+        # workers × task span spent idle before a worker's first or after its last task (2 workers)
+        "edge_idle_share_2": round(statistics.median(edge_idle[2]), 4),
         "end_to_end_vs_model": round(e2e_fps / model_fps, 3),
         "end_to_end_tasks_vs_model": round(steady_fps / model_fps, 3),
         "run_fixed_s": round(

@@ -13,6 +13,7 @@ import pytest
 
 from augmenter.cluster import (
     WORKER_MALLOC_EXPORT,
+    WORKER_MONITOR_EXPORT,
     close_client,
     cluster_has_gpus,
     detect_gpus,
@@ -33,9 +34,13 @@ def _outside_loopback() -> list[tuple[int, str, int]]:
     return [s for s in sockets if not is_loopback(s[1])]
 
 
-def _worker_view() -> dict:
+def _worker_view(dask_worker=None) -> dict:  # noqa: ANN001 - client.run passes the Worker
     names = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
-    return {k: os.environ.get(k) for k in names} | {"pid": os.getpid()}
+    view = {k: os.environ.get(k) for k in names} | {"pid": os.getpid()}
+    if dask_worker is not None:  # the worker's own periodic callbacks: is a profiler running, how often
+        callbacks = dask_worker.periodic_callbacks  # does the system monitor run (ms)
+        view |= {"profiler": "profile" in callbacks, "monitor_ms": callbacks["monitor"].callback_time}
+    return view
 
 
 def test_one_worker_per_fake_gpu_each_pinned_to_its_card() -> None:
@@ -76,6 +81,8 @@ def test_cpu_workers_are_single_threaded_processes_and_existing_scheduler_is_reu
         assert {v["OMP_NUM_THREADS"] for v in views.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
         # glibc keeps its own malloc tuning (distributed's trim setting halved torch's speed in workers)
         assert {v["MALLOC_TRIM_THRESHOLD_"] for v in views.values()} == {None}
+        # no statistical profiler, the system monitor every 5 s (Dask's monitors cost CPU beside long tasks)
+        assert {(v["profiler"], v["monitor_ms"]) for v in views.values()} == {(False, 5000)}
         # an existing scheduler: same workers, and closing this client must not stop that cluster
         other = get_client(scheduler_address=client.scheduler.address)
         assert set(other.scheduler_info(n_workers=-1)["workers"]) == set(workers)
@@ -151,14 +158,18 @@ def test_slurm_cpu_mode_asks_for_no_gpu(tmp_path) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("style", ["sbatch", "jobqueue"])
-def test_slurm_workers_keep_glibcs_malloc_tuning(style: str) -> None:
-    """The export line the scripts give their workers, run in a shell that starts a real `dask worker` (with
-    its nanny): the worker process has no MALLOC_TRIM_THRESHOLD_; without the line distributed sets it."""
+def test_slurm_workers_keep_glibcs_malloc_tuning_and_quiet_monitors(style: str) -> None:
+    """The export lines the scripts give their workers, run in a shell that starts a real `dask worker` (with
+    its nanny): the worker process has no MALLOC_TRIM_THRESHOLD_ and no profiler; without the lines
+    distributed sets the trim threshold and profiles."""
+    import dask
     from distributed import Client, LocalCluster
 
+    exports = (WORKER_MALLOC_EXPORT, WORKER_MONITOR_EXPORT)
     for gpus in (0, 1):
         text = slurm_script(gpus_per_node=gpus, workers_per_node=1, style=style)
-        assert text.count(WORKER_MALLOC_EXPORT if style == "sbatch" else repr(WORKER_MALLOC_EXPORT)) == 1
+        for line in exports:
+            assert text.count(line if style == "sbatch" else repr(line)) == 1
     dask_worker = shutil.which("dask", path=os.path.dirname(sys.executable))
     assert dask_worker is not None
     seen = {}
@@ -166,7 +177,7 @@ def test_slurm_workers_keep_glibcs_malloc_tuning(style: str) -> None:
         LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster,
         Client(cluster) as client,
     ):
-        for label, prologue in (("exported", WORKER_MALLOC_EXPORT + "; "), ("plain", "")):
+        for label, prologue in (("exported", "; ".join(exports) + "; "), ("plain", "")):
             command = (
                 f"{prologue}exec {dask_worker} worker {cluster.scheduler_address} --nthreads 1 "
                 f"--host 127.0.0.1 --no-dashboard --name {label}"
@@ -177,14 +188,16 @@ def test_slurm_workers_keep_glibcs_malloc_tuning(style: str) -> None:
             try:
                 client.wait_for_workers(1, timeout=60)
                 # os.getenv, not a function of this file: the worker cannot import the tests
-                seen[label] = next(iter(client.run(os.getenv, "MALLOC_TRIM_THRESHOLD_").values()))
+                trim = client.run(os.getenv, "MALLOC_TRIM_THRESHOLD_")
+                profiled = client.run(dask.config.get, "distributed.worker.profile.enabled")
+                seen[label] = (*trim.values(), *profiled.values())
             finally:
                 process.terminate()
                 process.wait(timeout=30)
                 deadline = time.monotonic() + 30
                 while client.scheduler_info(n_workers=-1)["workers"] and time.monotonic() < deadline:
                     time.sleep(0.2)
-    assert seen == {"exported": None, "plain": "65536"}
+    assert seen == {"exported": (None, False), "plain": ("65536", True)}
 
 
 def test_cli_prints_the_slurm_script() -> None:

@@ -24,7 +24,7 @@ import xarray as xr
 
 from augmenter.cluster import close_client, get_client
 from augmenter.errors import UserError
-from augmenter.generate import GenerateJob, fit_length, generate, plan_job
+from augmenter.generate import MAX_BATCH_CLIPS, GenerateJob, batch_sizes, fit_length, generate, plan_job
 from augmenter.manifest import clip_frames, read_manifest, write_manifest
 from augmenter.prepare import read_rgb
 from augmenter.preview import preview
@@ -294,6 +294,17 @@ def test_preview_draws_source_target_generated(clean_store: Path, tmp_path: Path
     assert frames.shape[0] <= longest and frames.shape[1:3] == (2 * (2 * 64 + 2), 2 * (3 * 64 + 4))
     left, right = frames[0, :128, :128].astype(int), frames[0, :128, -128:].astype(int)
     assert left.std() > 10 and right.std() > 10  # both a source face and a generated face were drawn
+
+
+@pytest.mark.parametrize("n_todo, n_workers", [(32, 2), (1000, 4), (7, 3), (1, 1)])
+def test_default_batches_shrink_so_workers_finish_together(n_todo: int, n_workers: int) -> None:
+    """Every pairing in exactly one batch; never above the cap, never growing; the run ends on single clips
+    so no worker is left with a large last batch while the others idle; a size the job sets is kept."""
+    sizes = list(batch_sizes(n_todo, n_workers))
+    assert sum(sizes) == n_todo and min(sizes) >= 1 and max(sizes) <= MAX_BATCH_CLIPS
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[-min(n_workers, len(sizes)) :] == [1] * min(n_workers, len(sizes))
+    assert list(batch_sizes(10, n_workers, fixed=4)) == [4, 4, 2]
 
 
 def test_fit_length_keeps_apex() -> None:

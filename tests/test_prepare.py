@@ -327,6 +327,35 @@ def test_flow_tracks_of_a_clip_seen_again_come_from_memory(
     assert not np.array_equal(track_points_by_flow(moved, points, "farneback")[-1], first[-1])
 
 
+def test_flow_tracks_kept_in_a_cache_serve_another_process(
+    clip_root: Path, backend: CountingDlib, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With keep_flow_tracks_in, tracks land in the cache's tracks/ folder: a process that has never tracked
+    the clip (memory emptied here) reads them back without computing a flow; a damaged file is made again."""
+    from augmenter import prepare
+
+    clip = prepare_clip(_row(), clip_root, SIZE, backend)
+    points = clip.landmarks[0]
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(prepare, "_TRACKS_CACHE", type(prepare._TRACKS_CACHE)())
+    prepare.keep_flow_tracks_in(cache)
+    try:
+        first = track_points_by_flow(clip.frames, points, "farneback")
+        files = list((cache / prepare.TRACKS_FOLDER).glob("*.npy"))
+        assert len(files) == 1 and files[0].name.startswith("farneback-")
+        prepare._TRACKS_CACHE.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(prepare, "optical_flow", None)  # any flow computed now would fail
+            np.testing.assert_array_equal(track_points_by_flow(clip.frames, points, "farneback"), first)
+        assert cache_stats(cache).by_kind["tracks"] == {"hit": 1, "partial": 0, "miss": 1}
+        files[0].write_bytes(b"not an array")
+        prepare._TRACKS_CACHE.clear()
+        np.testing.assert_array_equal(track_points_by_flow(clip.frames, points, "farneback"), first)
+        assert np.load(files[0]).shape == first.shape  # made again and rewritten whole
+    finally:
+        prepare.keep_flow_tracks_in(None)
+
+
 def test_smooth_tracks_removes_jitter_keeps_motion() -> None:
     rng = np.random.default_rng(0)
     frames, points = 30, 68
