@@ -46,6 +46,7 @@ def variants() -> dict[str, dict]:
         "tiny-landmark-tracks": dlib_tracks,
         "tiny-no-landmark-tps": no_tps,
         "tiny-previous": dlib_tracks + no_tps,
+        "tiny-bicubic": [("generator", "pixel_interpolation", "bicubic")],
     }
     for name, settings in changes.items():
         config = copy.deepcopy(tiny)

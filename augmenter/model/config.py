@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
             "num_down_blocks": 2,
             "num_bottleneck_blocks": 6,
             "output": "decoder",
+            "pixel_interpolation": "bilinear",  # of the warped source pixels ("bicubic" keeps more texture)
         },
         "discriminator": {
             "scales": [1],

@@ -5,6 +5,11 @@ Output modes:
 - "blend": the frame is occlusion · warped source pixels + (1 − occlusion) · decoder. A micro-expression moves
   skin by a pixel or two; a decoder that repaints every pixel blurs such motion away (DESIGN §5a: the pixel
   warp alone beat the decoded frame), so this path keeps the warped pixels wherever the source is visible.
+
+`pixel_interpolation` is how the source pixels are sampled for "deformed" (the features are always sampled
+bilinearly). Bilinear sampling at a fractional offset is a low-pass filter whose strength follows the offset,
+so a sub-pixel motion also blurs the skin texture unevenly, and a flow estimator reads that as motion of its
+own; "bicubic" (clamped to [0, 1]) keeps the texture, as the training-free landmark-tps warp does.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from augmenter.model.dense_motion import DenseMotionNetwork
 from augmenter.model.grid import PADDING_MODES, resize_map, warp
 
 OUTPUT_MODES: tuple[str, ...] = ("decoder", "blend")
+PIXEL_INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
 
 
 class OcclusionAwareGenerator(nn.Module):
@@ -32,13 +38,19 @@ class OcclusionAwareGenerator(nn.Module):
         num_down_blocks: int = 2,
         num_bottleneck_blocks: int = 6,
         output: str = "decoder",
+        pixel_interpolation: str = "bilinear",
         dense_motion_params: dict | None = None,
         compat: str = "augmenter",
     ) -> None:
         super().__init__()
         if output not in OUTPUT_MODES:
             raise ValueError(f"generator output {output!r} is not one of {OUTPUT_MODES}")
+        if pixel_interpolation not in PIXEL_INTERPOLATIONS:
+            raise ValueError(
+                f"generator pixel_interpolation {pixel_interpolation!r} is not one of {PIXEL_INTERPOLATIONS}"
+            )
         self.output = output
+        self.pixel_interpolation = pixel_interpolation
         self.padding_mode = PADDING_MODES[compat]
         self.dense_motion_network = DenseMotionNetwork(
             num_kp=num_kp, num_channels=num_channels, compat=compat, **(dense_motion_params or {})
@@ -102,7 +114,9 @@ class OcclusionAwareGenerator(nn.Module):
         for level, block in enumerate(self.up_blocks):
             out = block(out, size=tuple(encoded[-2 - level].shape[-2:]))
         decoded = torch.sigmoid(self.final(out))
-        deformed = warp(source_image, deformation, self.padding_mode)
+        deformed = warp(source_image, deformation, self.padding_mode, self.pixel_interpolation)
+        if self.pixel_interpolation == "bicubic":  # cubic weights overshoot at edges
+            deformed = deformed.clamp(0.0, 1.0)
         if self.output == "blend" and occlusion is not None:
             visible = resize_map(occlusion, *deformed.shape[-2:]).to(deformed.dtype)
             prediction = visible * deformed + (1.0 - visible) * decoded

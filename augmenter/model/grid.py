@@ -39,16 +39,19 @@ def normalized_to_pixels(points: torch.Tensor, size: int) -> torch.Tensor:
     return (points + 1.0) * ((size - 1) / 2.0)
 
 
-def warp(image: torch.Tensor, sampling_grid: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+def warp(
+    image: torch.Tensor, sampling_grid: torch.Tensor, padding_mode: str = "border", mode: str = "bilinear"
+) -> torch.Tensor:
     """Backward warp: output(z) = image(sampling_grid(z)); the grid is (B, h, w, 2) and resized to the
-    image; `padding_mode` is what is read outside the frame ("border" or FOMM's "zeros")."""
+    image; `padding_mode` is what is read outside the frame ("border" or FOMM's "zeros"); `mode` is
+    grid_sample's interpolation ("bilinear" or "bicubic")."""
     height, width = image.shape[-2:]
     if sampling_grid.shape[1:3] != (height, width):
         sampling_grid = resize_grid(sampling_grid, height, width)
     return F.grid_sample(
         image,
         sampling_grid.to(image.dtype),
-        mode="bilinear",
+        mode=mode,
         padding_mode=padding_mode,
         align_corners=ALIGN_CORNERS,
     )
