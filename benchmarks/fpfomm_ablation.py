@@ -38,6 +38,7 @@ def variants() -> dict[str, dict]:
     out = {"seed-64": load_config("seed-64"), "tiny-64": tiny}
     dlib_tracks = [("train", "track_method", "landmarks"), ("train", "track_sigma_frames", 2.0)]
     no_tps = [("dense_motion", "landmark_tps", False)]
+    bicubic = ("generator", "pixel_interpolation", "bicubic")
     changes: dict[str, list[tuple[str, str, object]]] = {
         "tiny-no-teacher": [("train", "teacher_flow", 0.0)],
         "tiny-decoder-output": [("generator", "output", "decoder")],
@@ -46,7 +47,8 @@ def variants() -> dict[str, dict]:
         "tiny-landmark-tracks": dlib_tracks,
         "tiny-no-landmark-tps": no_tps,
         "tiny-previous": dlib_tracks + no_tps,
-        "tiny-bicubic": [("generator", "pixel_interpolation", "bicubic")],
+        "tiny-bicubic": [bicubic],
+        "tiny-warp-bicubic": [("generator", "output", "warp"), bicubic],
     }
     for name, settings in changes.items():
         config = copy.deepcopy(tiny)

@@ -65,7 +65,7 @@ def face_points(batch: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("size", [64, 48])
-@pytest.mark.parametrize("output", ["decoder", "blend"])
+@pytest.mark.parametrize("output", ["decoder", "blend", "warp"])
 def test_shapes_and_dtypes_at_two_resolutions(size: int, output: str) -> None:
     torch.manual_seed(0)
     networks = Networks(small_config(output=output)).eval()
@@ -80,6 +80,8 @@ def test_shapes_and_dtypes_at_two_resolutions(size: int, output: str) -> None:
     assert 0 <= float(out["prediction"].detach().min()) and float(out["prediction"].detach().max()) <= 1
     scores = networks.discriminator(out["prediction"])
     assert scores[1][1].ndim == 4
+    if output == "warp":  # the warped pixels are the frame; the decoder is not run
+        assert out["prediction"] is out["deformed"] and "decoded" not in out
 
 
 @pytest.mark.parametrize("background", [True, False])

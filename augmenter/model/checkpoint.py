@@ -412,8 +412,9 @@ def export_checkpoint(path: str | Path, out: str | Path) -> list[str]:
             'compat is "augmenter": their code pads the keypoint heads differently, samples zeros outside '
             "the frame and scales keypoints by 2p/256, so it computes something else from these weights"
         )
-    if config["model"]["generator"].get("output") == "blend":
-        notes.append('output "blend" is not in their code: their frames are the decoder output alone')
+    output = config["model"]["generator"].get("output", "decoder")
+    if output != "decoder":
+        notes.append(f'output "{output}" is not in their code: their frames are the decoder output alone')
     if config["model"]["size"] != 256 or config["model"]["kp_detector"].get("scale_factor") != 0.25:
         notes.append("the FP-FOMM seed's prior channel is hard-coded to 256² inputs at scale 0.25")
     state = {name: payload[name] for name in NETWORK_KEYS if name in payload}

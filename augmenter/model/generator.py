@@ -5,6 +5,9 @@ Output modes:
 - "blend": the frame is occlusion · warped source pixels + (1 − occlusion) · decoder. A micro-expression moves
   skin by a pixel or two; a decoder that repaints every pixel blurs such motion away (DESIGN §5a: the pixel
   warp alone beat the decoded frame), so this path keeps the warped pixels wherever the source is visible.
+- "warp": the warped source pixels alone (the decoder is not run). Nothing is hidden by a micro-expression, so
+  nothing needs painting in self-reenactment; a new face's cheek that the source's motion uncovers is not
+  filled either.
 
 `pixel_interpolation` is how the source pixels are sampled for "deformed" (the features are always sampled
 bilinearly). Bilinear sampling at a fractional offset is a low-pass filter whose strength follows the offset,
@@ -21,7 +24,7 @@ from augmenter.model.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock
 from augmenter.model.dense_motion import DenseMotionNetwork
 from augmenter.model.grid import PADDING_MODES, resize_map, warp
 
-OUTPUT_MODES: tuple[str, ...] = ("decoder", "blend")
+OUTPUT_MODES: tuple[str, ...] = ("decoder", "blend", "warp")
 PIXEL_INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
 
 
@@ -100,34 +103,46 @@ class OcclusionAwareGenerator(nn.Module):
         batch = kp_driving["value"].shape[0]
         if source_image.shape[0] != batch:
             source_image = source_image.expand(batch, *source_image.shape[1:])
-        encoded = source_features if source_features is not None else self.encode(source_image)
-        out = encoded[-1]
-        if out.shape[0] != batch:
-            out = out.expand(batch, *out.shape[1:])
         motion = self.dense_motion_network(source_image, kp_driving, kp_source)
         deformation = motion["deformation"]
-        out = warp(out, deformation, self.padding_mode)
         occlusion = motion.get("occlusion_map")
-        if occlusion is not None:
-            out = out * resize_map(occlusion, *out.shape[-2:]).to(out.dtype)
-        out = self.bottleneck(out)
-        for level, block in enumerate(self.up_blocks):
-            out = block(out, size=tuple(encoded[-2 - level].shape[-2:]))
-        decoded = torch.sigmoid(self.final(out))
         deformed = warp(source_image, deformation, self.padding_mode, self.pixel_interpolation)
         if self.pixel_interpolation == "bicubic":  # cubic weights overshoot at edges
             deformed = deformed.clamp(0.0, 1.0)
-        if self.output == "blend" and occlusion is not None:
-            visible = resize_map(occlusion, *deformed.shape[-2:]).to(deformed.dtype)
-            prediction = visible * deformed + (1.0 - visible) * decoded
-        else:
-            prediction = decoded
-        return {
-            "prediction": prediction,
-            "decoded": decoded,
+        out = {
             "deformed": deformed,
             "deformation": deformation,
             "mask": motion["mask"],
             "sparse_deformed": motion["sparse_deformed"],
             **({"occlusion_map": occlusion} if occlusion is not None else {}),
         }
+        if self.output == "warp":
+            return out | {"prediction": deformed}
+        encoded = source_features if source_features is not None else self.encode(source_image)
+        decoded = self.decode(encoded, deformation, occlusion, batch)
+        if self.output == "blend" and occlusion is not None:
+            visible = resize_map(occlusion, *deformed.shape[-2:]).to(deformed.dtype)
+            prediction = visible * deformed + (1.0 - visible) * decoded
+        else:
+            prediction = decoded
+        return out | {"prediction": prediction, "decoded": decoded}
+
+    def decode(
+        self,
+        encoded: list[torch.Tensor],
+        deformation: torch.Tensor,
+        occlusion: torch.Tensor | None,
+        batch: int,
+    ) -> torch.Tensor:
+        """The frame the decoder paints from the source's deepest features warped by `deformation` and masked
+        by the occlusion map (FOMM's output)."""
+        features = encoded[-1]
+        if features.shape[0] != batch:
+            features = features.expand(batch, *features.shape[1:])
+        features = warp(features, deformation, self.padding_mode)
+        if occlusion is not None:
+            features = features * resize_map(occlusion, *features.shape[-2:]).to(features.dtype)
+        features = self.bottleneck(features)
+        for level, block in enumerate(self.up_blocks):
+            features = block(features, size=tuple(encoded[-2 - level].shape[-2:]))
+        return torch.sigmoid(self.final(features))
