@@ -32,13 +32,15 @@ KEYS = ("flow_epe", "flow_epe_au", "flow_cos", "l1")
 
 
 def variants() -> dict[str, dict]:
-    """Named configs: the seed, tiny-64, tiny-64 with one of its changes removed at a time, and the recipe
-    tiny-64 had before flow-tracked keypoints and the landmark TPS choice ("tiny-previous")."""
+    """Named configs: the seed, tiny-64, tiny-64 with one of its changes removed at a time, tiny-64 with its
+    earlier output ("tiny-blend-bilinear"), and the recipe it had before flow-tracked keypoints, the landmark
+    TPS choice and the pixel-warp output ("tiny-previous")."""
     tiny = load_config("tiny-64")
     out = {"seed-64": load_config("seed-64"), "tiny-64": tiny}
     dlib_tracks = [("train", "track_method", "landmarks"), ("train", "track_sigma_frames", 2.0)]
     no_tps = [("dense_motion", "landmark_tps", False)]
-    bicubic = ("generator", "pixel_interpolation", "bicubic")
+    # tiny-64's output before the pixel-warp one: decoder where occluded, bilinear pixel sampling
+    blend = [("generator", "output", "blend"), ("generator", "pixel_interpolation", "bilinear")]
     changes: dict[str, list[tuple[str, str, object]]] = {
         "tiny-no-teacher": [("train", "teacher_flow", 0.0)],
         "tiny-decoder-output": [("generator", "output", "decoder")],
@@ -46,9 +48,10 @@ def variants() -> dict[str, dict]:
         "tiny-no-background": [("dense_motion", "background", False)],
         "tiny-landmark-tracks": dlib_tracks,
         "tiny-no-landmark-tps": no_tps,
-        "tiny-previous": dlib_tracks + no_tps,
-        "tiny-bicubic": [bicubic],
-        "tiny-warp-bicubic": [("generator", "output", "warp"), bicubic],
+        "tiny-bilinear": [("generator", "pixel_interpolation", "bilinear")],
+        "tiny-blend-output": [("generator", "output", "blend")],
+        "tiny-blend-bilinear": blend,
+        "tiny-previous": dlib_tracks + no_tps + blend,
     }
     for name, settings in changes.items():
         config = copy.deepcopy(tiny)
