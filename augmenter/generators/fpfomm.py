@@ -81,6 +81,10 @@ def check_frame_size(source: PreparedClip, target: TargetFace, size: int) -> Non
         )
 
 
+# A target's encoder features (None when no decoder reads them).
+_Features = list[torch.Tensor] | None
+
+
 class FPFOMMGenerator:
     """ClipGenerator over a trained FP-FOMM checkpoint."""
 
@@ -111,7 +115,7 @@ class FPFOMMGenerator:
         self.compat = self.networks.compat
         # The last target's keypoints and encoder features: a plan that gives one target many source clips in
         # a row (one worker, one target) encodes it once.
-        self._target_cache: tuple[bytes, bytes, dict[str, torch.Tensor], list[torch.Tensor]] | None = None
+        self._target_cache: tuple[bytes, bytes, dict[str, torch.Tensor], _Features] | None = None
 
     def _check(self, source: PreparedClip, target: TargetFace) -> None:
         check_frame_size(source, target, self.size)
@@ -196,9 +200,10 @@ class FPFOMMGenerator:
 
     def encode_target(
         self, target: TargetFace, target_image: torch.Tensor
-    ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-        """The target's keypoints and encoder features, computed once per target and reused while the same
-        target (same pixels and landmarks) comes again."""
+    ) -> tuple[dict[str, torch.Tensor], _Features]:
+        """The target's keypoints and encoder features (None when the frame is the pixel warp alone: no
+        decoder reads them), computed once per target and reused while the same target (same pixels and
+        landmarks) comes again."""
         image_key = target.image.tobytes() + bytes([self.amp])
         landmark_key = np.asarray(target.landmarks, np.float32).tobytes()
         cached = self._target_cache
@@ -207,7 +212,8 @@ class FPFOMMGenerator:
         target_points = au_points_normalized(target.landmarks, self.size).to(self.device)[None]
         kp_target = self.networks.kp_detector(target_image, target_points)
         kp_target["jacobian"] = kp_target["jacobian"].float()  # inverted later: never in half precision
-        features = self.networks.generator.encode(target_image)
+        generator = self.networks.generator
+        features = None if generator.output == "warp" else generator.encode(target_image)
         self._target_cache = (image_key, landmark_key, kp_target, features)
         return kp_target, features
 
