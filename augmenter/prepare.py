@@ -866,7 +866,7 @@ _TRACKS_CACHE: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()
 _TRACKS_CACHE_SIZE = 256
 _TRACKS_LOCK = threading.Lock()
 # Where this process also keeps flow tracks on disk (keep_flow_tracks_in): shared by all users of the cache.
-_TRACKS_DISK: list[Path] = []
+_tracks_folder: Path | None = None
 TRACKS_FOLDER = "tracks"
 
 
@@ -875,7 +875,8 @@ def keep_flow_tracks_in(cache_dir: str | Path | None) -> None:
 
     The files are named by the digest of the pixels, points and method, so they never go stale and every
     process sharing the cache (the workers of a cluster, a resumed run) tracks each source clip once."""
-    _TRACKS_DISK[:] = [Path(cache_dir) / TRACKS_FOLDER] if cache_dir is not None else []
+    global _tracks_folder
+    _tracks_folder = Path(cache_dir) / TRACKS_FOLDER if cache_dir is not None else None
 
 
 def _tracks_file(folder: Path, key: tuple[str, bytes]) -> Path:
@@ -911,7 +912,7 @@ def track_points_by_flow(frames: np.ndarray, points: np.ndarray, method: FlowMet
         if key in _TRACKS_CACHE:
             _TRACKS_CACHE.move_to_end(key)
             return _TRACKS_CACHE[key].copy()
-    folder = _TRACKS_DISK[0] if _TRACKS_DISK else None
+    folder = _tracks_folder
     tracks = _disk_tracks(folder, key, (len(frames), *points.shape)) if folder is not None else None
     if tracks is None:
         tracks = _flow_tracks(frames, points, method)

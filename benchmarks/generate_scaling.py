@@ -220,17 +220,22 @@ def model_rate(
     return frames / (time.perf_counter() - started), frames / len(sources)
 
 
-def _animate_window(
-    spec: str, manifest: Path, root: Path, cache: Path, n: int, start_at: float, seconds: float
-) -> float:
-    """Runs in its own process: frames/s of the generator's `animate` (one thread) over a window that opens at
-    wall-clock `start_at` and lasts `seconds`, so processes started together measure the same moments."""
+def _one_thread() -> None:
+    """This process computes in one thread (torch, OpenCV, OpenMP), as each single-threaded worker does."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import cv2
     import torch
 
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)  # one thread, as each worker gives OpenCV
+    cv2.setNumThreads(1)
+
+
+def _animate_window(
+    spec: str, manifest: Path, root: Path, cache: Path, n: int, start_at: float, seconds: float
+) -> float:
+    """Runs in its own process: frames/s of the generator's `animate` (one thread) over a window that opens at
+    wall-clock `start_at` and lasts `seconds`, so processes started together measure the same moments."""
+    _one_thread()
     generator, sources, target = _prepared_inputs(spec, manifest, root, cache, n, "cpu", 64)
     time.sleep(max(0.0, start_at - time.time()))
     started, frames, index = time.perf_counter(), 0, 0
@@ -279,12 +284,7 @@ def main() -> None:
     repeats = args.repeats or (2 if args.quick else 3)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="augmenter-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["OMP_NUM_THREADS"] = "1"  # the model-rate baseline runs in one thread, as each worker does
-    import cv2
-    import torch
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    _one_thread()  # the model-rate baseline runs in one thread, as each worker does
 
     from distributed import Client
 
