@@ -12,6 +12,7 @@ import time
 import pytest
 
 from augmenter.cluster import (
+    WORKER_MALLOC_ENV,
     WORKER_MALLOC_EXPORT,
     WORKER_MONITOR_EXPORT,
     close_client,
@@ -35,12 +36,40 @@ def _outside_loopback() -> list[tuple[int, str, int]]:
 
 
 def _worker_view(dask_worker=None) -> dict:  # noqa: ANN001 - client.run passes the Worker
-    names = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
-    view = {k: os.environ.get(k) for k in names} | {"pid": os.getpid()}
+    names = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+    view = {k: os.environ.get(k) for k in (*names, *WORKER_MALLOC_ENV)} | {"pid": os.getpid()}
     if dask_worker is not None:  # the worker's own periodic callbacks: is a profiler running, how often
         callbacks = dask_worker.periodic_callbacks  # does the system monitor run (ms)
         view |= {"profiler": "profile" in callbacks, "monitor_ms": callbacks["monitor"].callback_time}
     return view
+
+
+def _malloc_settings(view: dict) -> dict:
+    return {name: view[name] for name in WORKER_MALLOC_ENV}
+
+
+def _fresh_page_share_of_tensor_churn() -> float:
+    """The share of pages the kernel had to map in afresh while 1–7 MiB tensors were made and freed 40 times
+    (after a warm-up): near 0 when freed memory is reused, 1 when each tensor is mapped anew."""
+    import torch
+
+    def faults() -> int:
+        with open("/proc/self/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[7])  # minflt
+
+    def churn() -> int:
+        pages = 0
+        for step in range(40):
+            tensor = torch.full(((1 + step % 7) << 18,), 1.0)  # (1 + step % 7) MiB of float32
+            doubled = tensor * 2
+            pages += 2 * tensor.nbytes // 4096
+            del tensor, doubled
+        return pages
+
+    churn()
+    before = faults()
+    pages = churn()
+    return (faults() - before) / pages
 
 
 def test_one_worker_per_fake_gpu_each_pinned_to_its_card() -> None:
@@ -57,7 +86,7 @@ def test_one_worker_per_fake_gpu_each_pinned_to_its_card() -> None:
         for name, address in by_name.items():
             assert views[address]["CUDA_VISIBLE_DEVICES"] == name.removeprefix("gpu-")
         assert views[by_name["gpu-0"]]["pid"] != views[by_name["gpu-1"]]["pid"]
-        assert all(view["MALLOC_TRIM_THRESHOLD_"] is None for view in views.values())
+        assert all(_malloc_settings(view) == WORKER_MALLOC_ENV for view in views.values())
         assert cluster_has_gpus(client)
         # tasks that ask for a GPU run one at a time per worker, on both workers
         futures = [client.submit(_worker_view, resources={"GPU": 1}, pure=False) for _ in range(6)]
@@ -79,8 +108,11 @@ def test_cpu_workers_are_single_threaded_processes_and_existing_scheduler_is_reu
         views = client.run(_worker_view)
         assert len({v["pid"] for v in views.values()} | {os.getpid()}) == 3  # separate processes
         assert {v["OMP_NUM_THREADS"] for v in views.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
-        # glibc keeps its own malloc tuning (distributed's trim setting halved torch's speed in workers)
-        assert {v["MALLOC_TRIM_THRESHOLD_"] for v in views.values()} == {None}
+        # glibc's malloc settings reach the worker process, and in a task's thread tensors that come and go
+        # no longer make the kernel map and zero fresh pages (distributed's trim setting halved torch's speed)
+        assert all(_malloc_settings(view) == WORKER_MALLOC_ENV for view in views.values())
+        churn = [client.submit(_fresh_page_share_of_tensor_churn, pure=False) for _ in range(2)]
+        assert all(f.result() < 0.1 for f in churn), [f.result() for f in churn]
         # no statistical profiler, the system monitor every 5 s (Dask's monitors cost CPU beside long tasks)
         assert {(v["profiler"], v["monitor_ms"]) for v in views.values()} == {(False, 5000)}
         # an existing scheduler: same workers, and closing this client must not stop that cluster
@@ -158,10 +190,10 @@ def test_slurm_cpu_mode_asks_for_no_gpu(tmp_path) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("style", ["sbatch", "jobqueue"])
-def test_slurm_workers_keep_glibcs_malloc_tuning_and_quiet_monitors(style: str) -> None:
+def test_slurm_workers_get_the_malloc_settings_and_quiet_monitors(style: str) -> None:
     """The export lines the scripts give their workers, run in a shell that starts a real `dask worker` (with
-    its nanny): the worker process has no MALLOC_TRIM_THRESHOLD_ and no profiler; without the lines
-    distributed sets the trim threshold and profiles."""
+    its nanny): the worker process has WORKER_MALLOC_ENV and no profiler; without the lines distributed sets
+    its own trim threshold (65536), no other malloc setting, and profiles."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -172,6 +204,9 @@ def test_slurm_workers_keep_glibcs_malloc_tuning_and_quiet_monitors(style: str) 
             assert text.count(line if style == "sbatch" else repr(line)) == 1
     dask_worker = shutil.which("dask", path=os.path.dirname(sys.executable))
     assert dask_worker is not None
+    # a nanny sets its pre-spawn environment in its own process too: local clusters of earlier tests left
+    # the malloc settings in this one's environment
+    clean_env = {k: v for k, v in os.environ.items() if k not in WORKER_MALLOC_ENV}
     seen = {}
     with (
         LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster,
@@ -183,21 +218,23 @@ def test_slurm_workers_keep_glibcs_malloc_tuning_and_quiet_monitors(style: str) 
                 f"--host 127.0.0.1 --no-dashboard --name {label}"
             )
             process = subprocess.Popen(
-                ["bash", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                ["bash", "-c", command], env=clean_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             try:
                 client.wait_for_workers(1, timeout=60)
                 # os.getenv, not a function of this file: the worker cannot import the tests
-                trim = client.run(os.getenv, "MALLOC_TRIM_THRESHOLD_")
+                malloc = {name: client.run(os.getenv, name) for name in WORKER_MALLOC_ENV}
                 profiled = client.run(dask.config.get, "distributed.worker.profile.enabled")
-                seen[label] = (*trim.values(), *profiled.values())
+                seen[label] = ({k: v for k, (v,) in ((k, v.values()) for k, v in malloc.items())},
+                               *profiled.values())  # fmt: skip
             finally:
                 process.terminate()
                 process.wait(timeout=30)
                 deadline = time.monotonic() + 30
                 while client.scheduler_info(n_workers=-1)["workers"] and time.monotonic() < deadline:
                     time.sleep(0.2)
-    assert seen == {"exported": (None, False), "plain": ("65536", True)}
+    plain = dict.fromkeys(WORKER_MALLOC_ENV) | {"MALLOC_TRIM_THRESHOLD_": "65536"}
+    assert seen == {"exported": (WORKER_MALLOC_ENV, False), "plain": (plain, True)}
 
 
 def test_cli_prints_the_slurm_script() -> None:
