@@ -20,9 +20,9 @@ landmark-tps`). Other processes on the machine skew every number: the load avera
     python benchmarks/generate_scaling.py [--quick] [--repeats 3] [--pairs 64] [--workdir DIR]
 
 JSON keys: zarr_write_ratio_64, zarr_write_ratio_256, workers_2_vs_1 (median), workers_2_vs_1_spread
-([min, max]), processes_2_vs_1 (+ spread), cpu_s_per_clip, cpu_allows_2_vs_1, overhead_share,
-edge_idle_share_2 (2 workers: the share of their time idle while the other finished the last batch),
-end_to_end_vs_model, and the raw rates behind them. Each run also pays a fixed cost whatever its size
+([min, max]), workers_2_vs_1_cold (+ spread), processes_2_vs_1 (+ spread), cpu_s_per_clip, cpu_allows_2_vs_1,
+overhead_share, edge_idle_share_2 (2 workers: the share of their time idle while the other finished the last
+batch), end_to_end_vs_model, and the raw rates behind them. Each run also pays a fixed cost whatever its size
 (planning, store open and close: `run_fixed_s`), which a short timed run over-weights; `workers_2_vs_1_tasks`
 and `end_to_end_tasks_vs_model` measure over the task span instead (first task's start to last task's end,
 from the task stream), what a long job approaches.
