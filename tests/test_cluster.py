@@ -44,6 +44,12 @@ def _worker_view(dask_worker=None) -> dict:  # noqa: ANN001 - client.run passes 
     return view
 
 
+def _only(per_worker: dict):  # noqa: ANN202 - whatever the one worker returned
+    """The value `client.run` got from the one worker there is."""
+    (value,) = per_worker.values()
+    return value
+
+
 def _malloc_settings(view: dict) -> dict:
     return {name: view[name] for name in WORKER_MALLOC_ENV}
 
@@ -223,10 +229,9 @@ def test_slurm_workers_get_the_malloc_settings_and_quiet_monitors(style: str) ->
             try:
                 client.wait_for_workers(1, timeout=60)
                 # os.getenv, not a function of this file: the worker cannot import the tests
-                malloc = {name: client.run(os.getenv, name) for name in WORKER_MALLOC_ENV}
-                profiled = client.run(dask.config.get, "distributed.worker.profile.enabled")
-                seen[label] = ({k: v for k, (v,) in ((k, v.values()) for k, v in malloc.items())},
-                               *profiled.values())  # fmt: skip
+                malloc = {name: _only(client.run(os.getenv, name)) for name in WORKER_MALLOC_ENV}
+                profiled = _only(client.run(dask.config.get, "distributed.worker.profile.enabled"))
+                seen[label] = (malloc, profiled)
             finally:
                 process.terminate()
                 process.wait(timeout=30)
