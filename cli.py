@@ -465,7 +465,13 @@ def evaluate_command(
         None, "--target-persons", help="CSV target,person: folder target faces that show manifest persons."
     ),
     synthetic_share: float = typer.Option(
-        0.5, "--synthetic-share", help="Share of every training batch an arm draws from synthetic clips."
+        0.5, "--synthetic-share", help="Synthetic clips per batch, as a share of the real batch size."
+    ),
+    synthetic_mode: str = typer.Option(
+        "add", "--synthetic-mode", help="add: on top of the baseline's real batch | replace: in its place."
+    ),
+    known_manifest: list[Path] | None = typer.Option(
+        None, "--known-manifest", help="Manifest the stores were made from: its persons known, not tested."
     ),
     max_synthetic_ratio: float | None = typer.Option(
         None, "--max-synthetic-ratio", help="At most R × (real training clips) synthetic clips per fold."
@@ -510,6 +516,8 @@ def evaluate_command(
         external_targets=external_targets,
         target_persons=target_persons,
         synthetic_share=synthetic_share,
+        synthetic_mode=synthetic_mode,
+        known_manifests=tuple(known_manifest or ()),
         max_synthetic_ratio=max_synthetic_ratio,
         min_quality=tuple(min_quality or ()),
         strict=strict,

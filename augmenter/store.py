@@ -536,6 +536,11 @@ def store_table(path: str | Path, include_pending: bool = False) -> pd.DataFrame
     return table
 
 
+def store_attrs(path: str | Path) -> dict:
+    """The store's group attributes (generator, size, seed, the manifest it was made from …)."""
+    return dict(_open_read(path).attrs)
+
+
 def open_store(path: str | Path) -> SyntheticStore:
     group = _open_read(path)
     return SyntheticStore(path=Path(path), attrs=dict(group.attrs), table=store_table(path))

@@ -31,6 +31,7 @@ from recognition_eval.features import (
     synthetic_clip_features,
 )
 from recognition_eval.loso import (
+    SYNTHETIC_MODES,
     Budget,
     FoldOutcome,
     ModelTask,
@@ -42,7 +43,7 @@ from recognition_eval.loso import (
     sorted_folds,
     train_models,
 )
-from recognition_eval.metrics import gain_test, pooled_scores
+from recognition_eval.metrics import gain_test, holm_adjust, pooled_scores
 from recognition_eval.models import RecognizerSpec, recognizer_spec
 from recognition_eval.provenance import Declarations, PersonIndex, read_target_persons
 from recognition_eval.synthetic import (
@@ -74,6 +75,7 @@ class Arm:
     name: str
     stores: tuple[Path, ...]
     shuffle_labels: bool = False
+    role: str = ""  # what the arm is for the reader: "floor", "ceiling", "transfer-ceiling", "control" or ""
 
 
 @dataclass
@@ -92,7 +94,9 @@ class EvaluateJob:
     strict: bool = True
     external_targets: bool = False  # folder target faces are of nobody in the manifest
     target_persons: Path | None = None  # CSV target,person: folder targets that show manifest persons
-    synthetic_share: float = 0.5  # share of every batch an arm draws from its synthetic clips
+    synthetic_share: float = 0.5  # synthetic clips per batch as a share of the real batch size
+    synthetic_mode: str = "add"  # add: the baseline's real batches + synthetic on top; replace: in place
+    known_manifests: tuple[Path, ...] = ()  # persons known but not evaluated (the stores' own manifests)
     seeds: tuple[int, ...] = (0, 1, 2)
     workers: int = 0  # 0/1 = in this process; N ≥ 2 = a local Dask cluster of N workers
     scheduler_address: str | None = None
@@ -115,6 +119,7 @@ class EvaluateJob:
     torch_threads: int | None = 1
     progress: Callable[[str], None] | None = field(default=None, repr=False)
     show_progress: bool = True  # progress bars / periodic lines on stderr for features and training
+    print_table: bool = True  # the arm table on stderr (the demo prints its own instead)
 
 
 def _say(job: EvaluateJob, message: str, level: int = logging.INFO) -> None:
@@ -259,6 +264,8 @@ def evaluate(job: EvaluateJob) -> dict:
     bars = [parse_quality_bar(text) for text in job.min_quality]
     if not job.seeds:
         raise UserError("--seeds: give at least one seed")
+    if job.synthetic_mode not in SYNTHETIC_MODES:
+        raise UserError(f"--synthetic-mode {job.synthetic_mode!r}: choose {' or '.join(SYNTHETIC_MODES)}")
     arms = job_arms(job)
     declarations = Declarations(
         external_targets=job.external_targets,
@@ -278,7 +285,8 @@ def evaluate(job: EvaluateJob) -> dict:
         )
 
     # ---- every store resolved against the manifest's persons before anything trains (fail closed)
-    index = PersonIndex.of(manifest, source=str(job.manifest))
+    known = [(read_manifest(path), str(path)) for path in job.known_manifests]
+    index = PersonIndex.of(manifest, source=str(job.manifest), known=known)
     stores = sorted({str(store) for arm in arms for store in arm.stores})
     pools = {
         store: load_store(
@@ -353,7 +361,7 @@ def evaluate(job: EvaluateJob) -> dict:
 
         # ---- models: every (arm, seed, person) on one budget
         n_train = [int((persons_of_rows != fold).sum()) for fold in folds]
-        budget = budget_for(spec, n_train, job.synthetic_share if arms else 0.0)
+        budget = budget_for(spec, n_train, job.synthetic_share if arms else 0.0, job.synthetic_mode)
         tasks = _model_tasks(job, arms, plans, persons_of_rows, folds, position)
         outcomes, fold_cache_hits, train_seconds = _train(
             job, spec, budget, tasks, real_x, labels, synthetic_x, len(classes), device, client, cache_dir
@@ -369,9 +377,17 @@ def evaluate(job: EvaluateJob) -> dict:
         name: np.stack([_assemble(outcomes, name, seed, len(rows)) for seed in job.seeds]) for name in names
     }
     report = summarise(job, spec, budget, rows, labels, classes, persons_of_rows, predictions, outcomes)
-    report["arms"] = _arm_reports(job, arms, arm_pools, report, outcomes, budget)
+    report["arms"] = _arm_reports(job, arms, arm_pools, pools, report, outcomes, budget)
     report.update(
         {
+            "domain": {
+                "crop_size": job.crop_size,
+                "path": "real clips: face box of the onset frame, square crop resized to crop_size; "
+                "synthetic clips: the store's face crops resized to crop_size; then onset→apex flow + strain",
+                "mismatched_arms": [n for n, a in report["arms"].items() if a.get("domain_mismatch")],
+            },
+            "known_manifests": [str(p) for p in job.known_manifests],
+            "arm_roles": {arm.name: arm.role for arm in arms if arm.role},
             "n_unlabelled_dropped": n_unlabelled,
             "features": feature_stats,
             "synthetic": {
@@ -390,7 +406,17 @@ def evaluate(job: EvaluateJob) -> dict:
             "fold_cache_hits": fold_cache_hits,
         }
     )
-    write_report(job.out, report, rows, labels, classes, persons_of_rows, predictions, outcomes)
+    write_report(
+        job.out,
+        report,
+        rows,
+        labels,
+        classes,
+        persons_of_rows,
+        predictions,
+        outcomes,
+        print_table=job.print_table,
+    )
     return report
 
 
@@ -585,15 +611,23 @@ def _allowed_counts(pool: _ArmPool | None, folds: Sequence[str], strict: bool) -
     return {fold: len(allowed_for_fold(pool.table, fold, strict=strict)) for fold in folds}
 
 
+def _mean_draws(outcomes: Sequence[FoldOutcome], per_batch: str) -> float:
+    """Samples a model of the arm drew in training (steps × clips per batch), mean over its models."""
+    return float(np.mean([o.steps * getattr(o, per_batch) for o in outcomes])) if outcomes else 0.0
+
+
 def _arm_reports(
     job: EvaluateJob,
     arms: Sequence[Arm],
     arm_pools: dict[str, _ArmPool],
+    pools: dict[str, StorePool],
     report: dict,
     outcomes: Sequence[FoldOutcome],
     budget: Budget,
 ) -> dict[str, dict]:
-    """The "arms" section: per arm its scores, gain, CI, p-value, budget and synthetic counts."""
+    """The "arms" section: per arm its scores, gain, CI, raw and Holm-adjusted p-values (over the arms of
+    this evaluation), budget, what each model saw (real and synthetic draws), synthetic counts and whether
+    its stores were made at the evaluation's crop size."""
     result = {}
     for name in [BASELINE] + [arm.name for arm in arms]:
         mine = [o for o in outcomes if o.arm == name]
@@ -613,6 +647,9 @@ def _arm_reports(
             "n_synthetic": len(used),
             "ratio": "real:synthetic " + (budget.ratio if name != BASELINE else f"{budget.batch}:0"),
             "final_loss": float(np.mean([o.final_loss for o in mine])) if mine else float("nan"),
+            "synthetic_mode": budget.mode,
+            "real_draws": _mean_draws(mine, "real_per_batch"),
+            "synthetic_draws": _mean_draws(mine, "synthetic_per_batch"),
             "per_seed_uf1": [s["uf1"] for s in scores["per_seed"]],
             "per_seed_gain_uf1": [0.0] * len(job.seeds),
         }
@@ -629,7 +666,12 @@ def _arm_reports(
                     "p_uar": test.p_uar,
                     "per_seed_gain_uf1": list(test.per_seed_gain_uf1),
                     "stores": [str(s) for s in arm.stores],
+                    "store_sizes": [pools[str(s)].size for s in arm.stores],
+                    "domain_mismatch": any(
+                        pools[str(s)].size not in (None, job.crop_size) for s in arm.stores
+                    ),
                     "shuffled_labels": arm.shuffle_labels,
+                    "role": arm.role,
                     "synthetic": arm_pools[name].counts,
                     "folds_without_synthetic": _folds_without(outcomes, name, job.seeds[0]),
                     "n_synthetic_per_fold": float(
@@ -638,6 +680,11 @@ def _arm_reports(
                 }
             )
         result[name] = entry
+    others = [name for name in result if name != BASELINE]
+    for key in ("p_uf1", "p_uar"):
+        for name, adjusted in zip(others, holm_adjust([result[n][key] for n in others]), strict=True):
+            result[name][f"{key}_holm"] = adjusted
+    result[BASELINE].update({"p_uf1_holm": 1.0, "p_uar_holm": 1.0})
     report.pop("gain_tests")
     report.pop("variants")
     return result
@@ -708,6 +755,9 @@ def summarise(
     for fold in folds:
         entry: dict = {"fold": fold, "n_test": int((persons_of_rows == fold).sum())}
         for outcome in outcomes:
+            if outcome.fold == fold:
+                accuracy = float(np.mean(outcome.predictions == labels[outcome.test_rows]))
+                entry.setdefault(f"{outcome.arm}_accuracy_seeds", {})[str(outcome.seed)] = accuracy
             if outcome.fold == fold and outcome.seed == job.seeds[0]:
                 entry[f"{outcome.arm}_accuracy"] = float(
                     np.mean(outcome.predictions == labels[outcome.test_rows])

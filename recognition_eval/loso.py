@@ -2,11 +2,13 @@
 
 - Folds are persons (the manifest's `person` column): a person filmed as two subjects is one fold, so no fold
   trains on the person it tests.
-- Equal budgets: every model of every arm trains for the same number of optimiser steps with the same batch
-  size, learning rate and schedule. The baseline re-samples its real clips (epoch-style: every real clip once
-  before any repeats); an arm draws `synthetic_per_batch` of each batch from its synthetic clips and the rest
-  from the real ones, so arms differ in the data only. A fold the guard leaves without synthetic clips
-  trains exactly the baseline's model (same initial weights, same batches).
+- Equal budgets: every model of every arm trains for the same number of optimiser steps with the same
+  learning rate and schedule, and the same real batches. The baseline re-samples its real clips
+  (epoch-style: every real clip once before any repeats). In the default `add` mode an arm's model sees
+  exactly the baseline's real batches plus `synthetic_per_batch` synthetic clips on top (augmentation adds
+  data); in `replace` mode it draws `synthetic_per_batch` of each fixed-size batch from its synthetic clips
+  and the rest from the real ones (half the real data + synthetic against all of it). A fold the guard
+  leaves without synthetic clips trains exactly the baseline's model (same initial weights, same batches).
 - No test-time choice: the last weights predict the held-out person; nothing about it reaches training.
   Inputs are standardised with the fold's real training clips; the loss is cross-entropy weighted by the
   inverse class frequency of what the model is actually fed.
@@ -52,39 +54,61 @@ def fold_seed(seed: int, fold: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{fold}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
+SYNTHETIC_MODES = ("add", "replace")
+
+
 @dataclass(frozen=True)
 class Budget:
-    """The training budget every model gets: steps of `batch` samples; synthetic_per_batch of each batch come
-    from the arm's synthetic clips when the fold has any (0 for the baseline and for folds without any).
+    """The training budget every model gets: `steps` optimiser steps whose batches hold `batch` real clips.
+
+    When the fold has synthetic clips, `synthetic_per_batch` of them join each batch: in `add` mode on top of
+    the same real clips (batch + synthetic samples), in `replace` mode in place of real ones (batch samples,
+    batch − synthetic of them real). The baseline and folds without synthetic clips use 0.
     """
 
     steps: int
     batch: int
     synthetic_per_batch: int = 0
+    mode: str = "add"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 2:
             raise ValueError(f"a budget needs ≥ 1 step and batches of ≥ 2 (got {self.steps}, {self.batch})")
-        if not 0 <= self.synthetic_per_batch < self.batch:
-            raise ValueError(f"synthetic_per_batch must be in [0, {self.batch - 1}]")
+        if self.mode not in SYNTHETIC_MODES:
+            raise ValueError(f"synthetic mode must be one of {SYNTHETIC_MODES} (got {self.mode!r})")
+        limit = self.batch if self.mode == "add" else self.batch - 1
+        if not 0 <= self.synthetic_per_batch <= limit:
+            raise ValueError(f"synthetic_per_batch must be in [0, {limit}] in {self.mode} mode")
+
+    def real_per_batch(self, synthetic: int) -> int:
+        """Real clips in a batch that carries `synthetic` synthetic ones."""
+        return self.batch if self.mode == "add" else self.batch - synthetic
 
     @property
     def ratio(self) -> str:
-        """real:synthetic per batch, e.g. "8:8"."""
-        return f"{self.batch - self.synthetic_per_batch}:{self.synthetic_per_batch}"
+        """real:synthetic per batch of a fold with synthetic clips, e.g. "16:8" (add) or "8:8" (replace)."""
+        return f"{self.real_per_batch(self.synthetic_per_batch)}:{self.synthetic_per_batch}"
 
 
-def budget_for(spec: RecognizerSpec, n_train_real: Sequence[int], synthetic_share: float) -> Budget:
-    """spec.epochs passes over the median real training set of the folds, in batches of spec.batch; the
-    share of each batch that an arm draws from synthetic clips, rounded (at least one clip when > 0).
+def budget_for(
+    spec: RecognizerSpec, n_train_real: Sequence[int], synthetic_share: float, mode: str = "add"
+) -> Budget:
+    """spec.epochs passes over the median real training set of the folds, in batches of spec.batch real clips;
+    synthetic clips per batch = synthetic_share × spec.batch, rounded (at least one when the share is > 0):
+    added to the real clips (`add`) or taking their place (`replace`, share < 1).
     """
     median = float(np.median(np.asarray(n_train_real))) if len(n_train_real) else 0.0
     steps = max(1, int(spec.epochs * math.ceil(max(median, 1.0) / spec.batch)))
-    if not 0.0 <= synthetic_share < 1.0:
-        raise ValueError(f"synthetic share must be in [0, 1) (got {synthetic_share})")
+    top = 1.0 if mode == "add" else 1.0 - 1e-9
+    if not 0.0 <= synthetic_share <= top:
+        raise ValueError(
+            f"synthetic share must be in [0, 1{']' if mode == 'add' else ')'} in {mode} mode "
+            f"(got {synthetic_share})"
+        )
     per_batch = int(round(synthetic_share * spec.batch))
-    per_batch = min(spec.batch - 1, max(1, per_batch)) if synthetic_share > 0 else 0
-    return Budget(steps=steps, batch=spec.batch, synthetic_per_batch=per_batch)
+    limit = spec.batch if mode == "add" else spec.batch - 1
+    per_batch = min(limit, max(1, per_batch)) if synthetic_share > 0 else 0
+    return Budget(steps=steps, batch=spec.batch, synthetic_per_batch=per_batch, mode=mode)
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,7 @@ class FoldOutcome:
     steps: int
     batch: int
     synthetic_per_batch: int  # 0 when the fold got no synthetic clip
+    real_per_batch: int  # real clips in each of its batches (the baseline's count in add mode)
     final_loss: float  # mean training loss over the last tenth of the steps
     seconds: float
 
@@ -140,11 +165,11 @@ def batch_schedule(
     """(steps, batch) positions into [real samples; synthetic samples], their labels, and the synthetic
     count per batch actually used (0 when the task has no synthetic sample).
 
-    The real stream depends only on (seed, fold), so every arm's real draws start alike and a task without
-    synthetic samples gets exactly the baseline's schedule.
+    The real stream depends only on (seed, fold), so every arm's real draws start alike (in add mode they are
+    the baseline's batches exactly) and a task without synthetic samples gets exactly the baseline's schedule.
     """
     synthetic = budget.synthetic_per_batch if len(task.synthetic_rows) else 0
-    real_count = budget.batch - synthetic
+    real_count = budget.real_per_batch(synthetic)
     train_rows = np.asarray(task.train_rows, np.int64)
     if len(train_rows) == 0:
         raise ValueError(f"fold {task.fold}: no real training sample")
@@ -341,9 +366,23 @@ def train_models(
         real_x = np.ascontiguousarray(real_x, np.float32)
         synthetic_x = np.asarray(synthetic_x, np.float32).reshape(-1, *real_x.shape[1:])
         data = torch.from_numpy(np.concatenate([real_x, synthetic_x])).to(target)
-        prepared = _prepare(tasks, budget, real_x, real_y, n_classes)
         run = _train_batched if batched else _train_one_by_one
-        predictions, losses = run(spec, tasks, data, real_x, prepared, budget, n_classes, target, on_step)
+        predictions: list[np.ndarray] = [np.zeros(0, np.int64)] * len(tasks)
+        losses = np.zeros((len(tasks), budget.steps), np.float32)
+        synthetic_used = [0] * len(tasks)
+        # Tasks whose batches have the same width train together (in add mode a fold with synthetic clips
+        # has wider batches than the baseline's).
+        widths = [budget.synthetic_per_batch if len(t.synthetic_rows) else 0 for t in tasks]
+        for width in sorted(set(widths)):
+            members = [k for k, w in enumerate(widths) if w == width]
+            group = [tasks[k] for k in members]
+            prepared = _prepare(group, budget, real_x, real_y, n_classes)
+            group_predictions, group_losses = run(
+                spec, group, data, real_x, prepared, budget, n_classes, target, on_step
+            )
+            for j, k in enumerate(members):
+                predictions[k], losses[k] = group_predictions[j], group_losses[j]
+                synthetic_used[k] = prepared.synthetic_used[j]
     finally:
         torch.set_num_threads(previous_threads)
     seconds = (time.perf_counter() - started) / len(tasks)
@@ -360,7 +399,8 @@ def train_models(
             synthetic_ids=tuple(task.synthetic_ids),
             steps=budget.steps,
             batch=budget.batch,
-            synthetic_per_batch=prepared.synthetic_used[k],
+            synthetic_per_batch=synthetic_used[k],
+            real_per_batch=budget.real_per_batch(synthetic_used[k]),
             final_loss=float(losses[k, -tail:].mean()),
             seconds=seconds,
         )

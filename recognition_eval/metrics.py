@@ -304,3 +304,20 @@ def gain_test(
         n_permutations=n_flips,
         exact_permutation=exact,
     )
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of the p-values of one family of tests (the arms of one evaluation).
+
+    Sorted ascending, the k-th smallest (0-based) becomes max over j ≤ k of min(1, (m − j) · p_(j)), so
+    every adjusted p is ≥ its raw p and the family-wise error rate stays at the level without assuming the
+    tests are independent (they are not: every arm shares the baseline).
+    """
+    values = np.asarray(list(p_values), dtype=np.float64)
+    m = len(values)
+    adjusted = np.empty(m, dtype=np.float64)
+    running = 0.0
+    for rank, index in enumerate(np.argsort(values, kind="stable")):
+        running = max(running, min(1.0, (m - rank) * values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()

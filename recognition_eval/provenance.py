@@ -19,7 +19,7 @@ Each clip keeps every person any of its names resolves to (the conservative unio
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from augmenter.plan import read_target_persons as read_plan_target_persons
 
 TRAINING_FREE = "training-free"  # the sentinel a store records for a generator trained on nobody
 # Kinds that learn nothing: an old store of one of these with no training list recorded is training-free.
-TRAINING_FREE_KINDS: frozenset[str] = frozenset({"landmark-tps", "copy-onset", "demo-oracle"})
+TRAINING_FREE_KINDS: frozenset[str] = frozenset({"landmark-tps", "copy-onset", "demo-oracle", "demo-fresh"})
 FOLDER_PREFIX = "folder/"
 
 
@@ -46,18 +46,42 @@ class PersonIndex:
     source: str = "the evaluation manifest"
 
     @classmethod
-    def of(cls, manifest: pd.DataFrame, source: str = "the evaluation manifest") -> PersonIndex:
-        """From a manifest whose `person` column is filled (read_manifest fills it)."""
-        datasets = manifest["dataset"].astype(str)
-        subjects = manifest["subject"].astype(str)
-        keys = [fold_key(d, s) for d, s in zip(datasets, subjects, strict=True)]
-        persons = manifest["person"].astype(str).tolist()
+    def of(
+        cls,
+        manifest: pd.DataFrame,
+        source: str = "the evaluation manifest",
+        known: Sequence[tuple[pd.DataFrame, str]] = (),
+    ) -> PersonIndex:
+        """From a manifest whose `person` column is filled (read_manifest fills it).
+
+        `known`: (manifest, name) pairs of further manifests whose persons are KNOWN but not evaluated —
+        typically the larger manifest a store was made from when the evaluation runs on a protocol subset.
+        Their names resolve, their persons are nobody's test person; a subject they map to another person
+        than the evaluation manifest does is an error.
+        """
+        subject_person: dict[str, str] = {}
+        persons: set[str] = set()
+        datasets: set[str] = set()
+        clips: set[str] = set()
+        for table, name in [(manifest, source), *known]:
+            table_datasets = table["dataset"].astype(str)
+            keys = [fold_key(d, s) for d, s in zip(table_datasets, table["subject"].astype(str), strict=True)]
+            for key, person in zip(keys, table["person"].astype(str), strict=True):
+                if subject_person.setdefault(key, person) != person:
+                    raise UserError(
+                        f"{name}: subject {key} is person {person!r} there but {subject_person[key]!r} in "
+                        f"{source}; give both manifests the same persons file"
+                    )
+                persons.add(person)
+            datasets.update(table_datasets)
+            clips.update(clip_key(row) for row in table.to_dict("records"))
+        names = [source, *(name for _, name in known)]
         return cls(
-            subject_person=dict(zip(keys, persons, strict=True)),
+            subject_person=subject_person,
             persons=frozenset(persons),
             datasets=frozenset(datasets),
-            clips=frozenset(clip_key(row) for row in manifest.to_dict("records")),
-            source=source,
+            clips=frozenset(clips),
+            source=" + ".join(names),
         )
 
     def person_of(self, name: str) -> str | None:
@@ -110,18 +134,30 @@ def _refuse(store: str, what: str, examples: Iterable[str], count: int, fix: str
     return UserError(f"{store}: {count} clip(s) with {what} not in the evaluation manifest ({shown}); {fix}")
 
 
+def _unknown_names_fix(index: PersonIndex, made_from: str | None, whose: str) -> str:
+    """What to do about names the evaluation does not know: name the manifest the store was made from."""
+    if made_from and Path(made_from).name not in index.source:
+        return (
+            f"the store was made from {made_from}: pass it as --known-manifest {Path(made_from).name} (its "
+            f"persons become known; only {index.source}'s persons are tested)"
+        )
+    return f"evaluate with the manifest (and persons file) {whose} came from ({index.source})"
+
+
 def resolve_store(
     table: pd.DataFrame,
     store: str,
     index: PersonIndex,
     declarations: Declarations = Declarations(),
     strict: bool = True,
+    made_from: str | None = None,
 ) -> pd.DataFrame:
     """`table` (store_table of one store) plus `source_persons`, `target_persons`, `training_persons`
     (frozensets of manifest persons), `training_known` and `source_key` (the source's manifest clip key).
 
     Raises a one-line UserError naming the store for any name that resolves to nobody and was not declared,
-    and (strict) for a learned generator whose training set is unknown.
+    and (strict) for a learned generator whose training set is unknown. `made_from` (the manifest the store
+    records it was generated from) is named in the fix when it is not among the index's manifests.
     """
     table = table.copy()
     n = len(table)
@@ -141,7 +177,7 @@ def resolve_store(
     if unresolved:
         raise _refuse(
             store, "a source subject", unresolved, len(unresolved),
-            f"evaluate with the manifest (and persons file) the store was generated from ({index.source})",
+            _unknown_names_fix(index, made_from, "the store was generated from"),
         )  # fmt: skip
 
     target_persons, unresolved_targets, unresolved_folders = [], [], []
@@ -175,7 +211,7 @@ def resolve_store(
     if unresolved_targets:
         raise _refuse(
             store, "a target subject", unresolved_targets, len(unresolved_targets),
-            f"evaluate with the manifest (and persons file) the store's targets came from ({index.source})",
+            _unknown_names_fix(index, made_from, "the store's targets"),
         )  # fmt: skip
     if unresolved_folders:
         raise _refuse(

@@ -57,8 +57,8 @@ def write_json_atomic(path: Path, document: dict) -> None:
 
 
 TRAINING_SET_COLUMNS = (
-    "arm", "seed", "fold", "n_train_real", "n_train_synthetic", "steps", "batch", "synthetic_per_batch",
-    "final_loss", "synthetic_ids",
+    "arm", "seed", "fold", "n_train_real", "n_train_synthetic", "steps", "batch", "real_per_batch",
+    "synthetic_per_batch", "final_loss", "synthetic_ids",
 )  # fmt: skip
 
 
@@ -76,6 +76,7 @@ def write_training_sets(path: Path, outcomes: Sequence[FoldOutcome]) -> None:
                 "n_train_synthetic": o.n_train_synthetic,
                 "steps": o.steps,
                 "batch": o.batch,
+                "real_per_batch": o.real_per_batch,
                 "synthetic_per_batch": o.synthetic_per_batch,
                 "final_loss": round(o.final_loss, 6),
                 "synthetic_ids": ";".join(o.synthetic_ids),
@@ -174,30 +175,52 @@ def plot_fold_gain(path: Path, per_fold: Sequence[dict], arm: str | None = None)
     _save(figure, path)
 
 
+def synthetic_mode_note(report: dict) -> str:
+    """One line saying what an arm's model saw next to the baseline's (add vs replace) and what p means."""
+    budget = report.get("budget", {})
+    mode, batch = budget.get("mode", "replace"), budget.get("batch")
+    synthetic = budget.get("synthetic_per_batch")
+    if mode == "add":
+        seen = f"every model sees the baseline's real batches of {batch}; an arm adds {synthetic} synthetic"
+    else:
+        seen = f"an arm replaces {synthetic} of each batch of {batch} real clips with synthetic ones"
+    return (
+        f"synthetic mode {mode}: {seen} (same steps, seeds, schedule); p: permutation over persons, "
+        "Holm-adjusted over the arms (raw p in report.json); n_syn = distinct clips over all folds "
+        "(mean a model could draw)"
+    )
+
+
 def summary_table(report: dict) -> Table:
     """One row per arm: UF1, UAR, gain with its persons × seeds CI, p-value, budget, synthetic clips."""
     table = Table(
         title=f"Leave-one-person-out {report['recognizer']} · {report['protocol']} · {report['n_folds']} "
         f"persons · {report['n_samples']} clips · {report['n_seeds']} seeds · CI over {report['resampled']}"
     )
-    for column in ("arm", "UF1", "UAR", "gain UF1 [95% CI]", "p", "gain UAR [95% CI]", "steps", "real:syn",
-                   "n_synthetic", "final loss"):  # fmt: skip
+    for column in ("arm", "UF1", "UAR", "gain UF1 [95% CI]", "p Holm", "gain UAR [95% CI]", "steps",
+                   "real:syn", "n_syn (per model)", "final loss"):  # fmt: skip
         table.add_column(column, justify="left" if column == "arm" else "right")
     for name, arm in report.get("arms", {}).items():
         baseline = name == "baseline"
         table.add_row(
-            name,
+            name + (" †" if arm.get("domain_mismatch") else ""),
             f"{arm['uf1']:.3f}",
             f"{arm['uar']:.3f}",
             "" if baseline else f"{arm['gain_uf1']:+.3f} [{arm['ci_uf1'][0]:+.3f}, {arm['ci_uf1'][1]:+.3f}]",
-            "" if baseline else f"{arm['p_uf1']:.3f}",
+            "" if baseline else f"{arm.get('p_uf1_holm', arm['p_uf1']):.3f}",
             "" if baseline else f"{arm['gain_uar']:+.3f} [{arm['ci_uar'][0]:+.3f}, {arm['ci_uar'][1]:+.3f}]",
             str(arm["steps"]),
             arm["ratio"].split()[-1],
-            str(arm["n_synthetic"]),
+            "" if baseline else f"{arm['n_synthetic']} ({arm.get('n_synthetic_per_fold', 0):.0f})",
             f"{arm['final_loss']:.3f}",
         )
-    notes = []
+    notes = [synthetic_mode_note(report)]
+    mismatched = report.get("domain", {}).get("mismatched_arms") or []
+    if mismatched:
+        notes.append(
+            f"† stores made at another size than the evaluation's {report['domain']['crop_size']}² crop "
+            f"({', '.join(mismatched)}): their clips reach the recognizer resized, unlike the real ones"
+        )
     features = report.get("features", {})
     if report.get("n_unlabelled_dropped"):
         notes.append(f"{report['n_unlabelled_dropped']} manifest rows without a class dropped")
@@ -234,6 +257,7 @@ def write_report(
     predictions: dict[str, np.ndarray],
     outcomes: Sequence[FoldOutcome] = (),
     console: Console | None = None,
+    print_table: bool = True,
 ) -> None:
     """Everything a reader of the run needs, in `out`; the table goes to stderr."""
     out = Path(out)
@@ -260,6 +284,8 @@ def write_report(
         "training_sets": "training_sets.csv",
     }
     write_json_atomic(out / "report.json", report)
+    if not print_table:
+        return
     if console is None:
         console = Console(stderr=True)
         if not console.is_terminal:

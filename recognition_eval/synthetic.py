@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from augmenter.errors import UserError
-from augmenter.store import store_table
+from augmenter.store import store_attrs, store_table
 from recognition_eval.provenance import Declarations, PersonIndex, resolve_store
 
 QUALITY_COLUMNS: dict[str, str] = {
@@ -75,6 +75,8 @@ class StorePool:
     store: str
     table: pd.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
+    size: int | None = None  # frame side the store's clips were generated at
+    made_from: str | None = None  # the manifest the store records it was generated from
 
     def __len__(self) -> int:
         return len(self.table)
@@ -95,7 +97,9 @@ def load_store(
     the evaluation protocol; a clip whose source the protocol excludes is dropped and counted.
     """
     name = str(store)
-    table = resolve_store(store_table(store), name, index, declarations, strict)
+    attrs = store_attrs(store)
+    made_from = str(attrs["manifest"]) if attrs.get("manifest") else None
+    table = resolve_store(store_table(store), name, index, declarations, strict, made_from)
     table.insert(0, "store", name)
     counts = {"done": len(table), "source_excluded": 0, "quality": 0, "label_changed": 0}
     labels = table["source_key"].map(protocol_labels)
@@ -111,7 +115,8 @@ def load_store(
         counts["quality"] += int((~passes).sum())
         table = table[passes]
     counts["kept"] = len(table)
-    return StorePool(name, table.reset_index(drop=True), counts)
+    size = int(attrs["size"]) if attrs.get("size") is not None else None
+    return StorePool(name, table.reset_index(drop=True), counts, size=size, made_from=made_from)
 
 
 def shuffle_labels(table: pd.DataFrame, seed: int) -> pd.DataFrame:

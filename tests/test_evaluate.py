@@ -148,13 +148,27 @@ def test_arms_share_folds_seeds_and_budget_and_never_train_on_the_test_person(
              shuffle_synthetic_labels=True, **shared)
     )  # fmt: skip
     assert list(report["arms"]) == ["baseline", "augmented", "shuffled", "copy"]
+    baseline_entry = report["arms"]["baseline"]
     for name, arm in report["arms"].items():
-        assert arm["steps"] == report["arms"]["baseline"]["steps"]  # equal budgets
-        assert arm["ci_uf1"][0] <= arm["gain_uf1"] <= arm["ci_uf1"][1] and 0 < arm["p_uf1"] <= 1
+        assert arm["steps"] == baseline_entry["steps"]  # equal budgets
+        # add mode: every model draws exactly the baseline's real samples, the arms 8 synthetic on top
+        assert arm["synthetic_mode"] == "add" and arm["real_draws"] == baseline_entry["real_draws"]
         if name != "baseline":
-            assert arm["ratio"] == "real:synthetic 8:8" and arm["n_synthetic"] > 0
+            assert arm["ratio"] == "real:synthetic 16:8" and arm["n_synthetic"] > 0
+            assert 0 < arm["synthetic_draws"] <= arm["steps"] * 8 and not arm["domain_mismatch"]
+    assert (
+        baseline_entry["real_draws"] == baseline_entry["steps"] * 16
+        and baseline_entry["synthetic_draws"] == 0
+    )
     # The same stores in two arms give the same models (features computed once, same data, same seeds).
     assert report["arms"]["copy"]["uf1"] == report["arms"]["augmented"]["uf1"]
+    assert report["arms"]["copy"]["p_uf1"] == report["arms"]["augmented"]["p_uf1"]
+    # Holm over the three arms, by hand from the raw p-values the report keeps
+    raw = sorted((report["arms"][n]["p_uf1"], n) for n in ("augmented", "shuffled", "copy"))
+    running = 0.0
+    for rank, (p, name) in enumerate(raw):
+        running = max(running, min(1.0, (3 - rank) * p))
+        assert report["arms"][name]["p_uf1_holm"] == pytest.approx(running)
     table = store_table(synthetic_store)
     trained_on = set(table["generator_training_subjects"].iloc[0].split(";"))
     sets = pd.read_csv(
@@ -165,6 +179,7 @@ def test_arms_share_folds_seeds_and_budget_and_never_train_on_the_test_person(
     assert list(baseline.index) == list(augmented.index) and len(baseline) == 2 * report["n_folds"]
     assert (baseline["n_train_real"] == augmented["n_train_real"]).all()
     assert (baseline["steps"] == augmented["steps"]).all() and (baseline["n_train_synthetic"] == 0).all()
+    assert (baseline["real_per_batch"] == 16).all() and (augmented["real_per_batch"] == 16).all()
     by_id = {
         f"{synthetic_store}#{i}": row for i, row in zip(table["index"], table.to_dict("records"), strict=True)
     }
@@ -195,9 +210,14 @@ def test_arms_share_folds_seeds_and_budget_and_never_train_on_the_test_person(
     # rules stay, and the ratio cap holds.
     relaxed = evaluate(
         _job(demo_manifest, tmp_path / "relaxed", strict=False, epochs=2, workers=2, max_synthetic_ratio=0.5,
-             min_quality=("l1<=0.1",), seeds=(0,), **shared)
+             min_quality=("l1<=0.1",), seeds=(0,), synthetic_mode="replace", crop_size=48, **shared)
     )  # fmt: skip
     assert relaxed["synthetic"]["folds_without_synthetic"] == []
+    assert relaxed["arms"]["augmented"]["ratio"] == "real:synthetic 8:8"
+    # the store's 64² clips reach a 48² evaluation resized: flagged
+    assert relaxed["arms"]["augmented"]["domain_mismatch"] and relaxed["domain"]["mismatched_arms"] == [
+        "augmented"
+    ]
     relaxed_sets = pd.read_csv(tmp_path / "relaxed" / "training_sets.csv", keep_default_na=False, dtype=str)
     for row in relaxed_sets[relaxed_sets["arm"] == "augmented"].to_dict("records"):
         ids = [i for i in row["synthetic_ids"].split(";") if i]
@@ -240,7 +260,15 @@ def test_cli_runs_the_resnet_and_reports_bad_input_in_one_line(
     report = json.loads((tmp_path / "cli" / "report.json").read_text())
     assert report["recognizer"] == "resnet" and report["seeds"] == [3] and report["spec"]["epochs"] == 3
     assert report["unit"] == "person" and list(report["arms"]) == ["baseline"]
-    assert 0.0 <= report["baseline"]["uf1"] <= 1.0 and report["spec"]["input_size"] == 64
+    assert report["spec"]["input_size"] == 64
+    # the reported UF1 is scikit-learn's macro F1 of exactly the predictions the MEGC log lists
+    from sklearn.metrics import f1_score
+
+    pairs = [line.split() for line in (tmp_path / "cli" / "loso_baseline_seed3.log").read_text().splitlines()]
+    gt, pred = zip(*[(int(p[1]), int(p[2])) for p in pairs if len(p) == 3], strict=True)
+    assert len(gt) == report["n_samples"]
+    expected = f1_score(gt, pred, average="macro", labels=[0, 1, 2], zero_division=0)
+    assert report["baseline"]["uf1"] == pytest.approx(expected)
 
     bad = subprocess.run(
         [sys.executable, "-m", "cli", "evaluate", "--manifest", str(tmp_path / "missing.csv"),
@@ -278,3 +306,40 @@ def test_protocol_selection_drops_rows_without_a_class_and_says_how_many(
     assert [PROTOCOLS["casme2-5class"][i] for i in labels] == list(rows["emotion"].str.lower())
     with pytest.raises(UserError, match="unknown protocol"):
         select_protocol_rows(manifest, "7class")
+
+
+def test_stores_of_a_larger_manifest_evaluate_on_a_subset_with_its_persons_known(
+    demo_manifest: tuple[Path, Path], synthetic_store: Path, tmp_path: Path
+) -> None:
+    """A protocol subset (here: one subject left out, as MEGC 2019 leaves out CASME II 10 and 18) of the
+    manifest a store was made from: its persons are known, never tested; only unknown names fail."""
+    from augmenter.store import StoreWriter
+    from recognition_eval.provenance import PersonIndex
+    from recognition_eval.synthetic import allowed_for_fold, load_store
+
+    full = read_manifest(demo_manifest[0])
+    left_out = sorted(full["subject"].astype(str).unique(), key=int)[-1]
+    subset = full[full["subject"].astype(str) != left_out]
+    labels = {f"casme2/{r['subject']}/{r['clip_id']}": 0 for r in subset.to_dict("records")}
+    store = tmp_path / "made-from-full.zarr"
+    import shutil
+
+    shutil.copytree(synthetic_store, store)
+    StoreWriter(store, size=CROP, max_frames=1, attrs={}).update_attrs({"manifest": "/data/casme2-full.csv"})
+    with pytest.raises(UserError, match="--known-manifest casme2-full.csv") as refused:
+        load_store(store, PersonIndex.of(subset, source="megc.csv"), labels, PROTOCOLS["3class"])
+    assert "made from /data/casme2-full.csv" in str(refused.value)
+    index = PersonIndex.of(subset, source="megc.csv", known=[(full, "casme2-full.csv")])
+    pool = load_store(store, index, labels, PROTOCOLS["3class"])
+    table = store_table(store)
+    from_left_out = table["source_subject"] == f"casme2/{left_out}"
+    assert pool.counts["source_excluded"] == int(from_left_out.sum()) > 0  # not in the protocol: no label
+    onto_left_out = pool.table[pool.table["target_subject"] == f"casme2/{left_out}"]
+    assert len(onto_left_out) > 0  # a known, untested person's face is usable by every evaluated fold
+    for fold in sorted({f"casme2/{s}" for s in subset["subject"]})[:3]:
+        allowed = allowed_for_fold(pool.table, fold, strict=False)
+        expected = onto_left_out[onto_left_out["source_subject"] != fold]
+        assert set(expected["index"]) <= set(allowed["index"])
+    other = full.assign(person=["someone-else"] * len(full))
+    with pytest.raises(UserError, match="same persons file"):
+        PersonIndex.of(subset, source="megc.csv", known=[(other, "other.csv")])

@@ -208,6 +208,9 @@ def test_shuffled_labels_stay_within_each_store_and_keep_its_class_counts(tmp_pa
     assert len(capped) == 2 and capped.equals(cap_synthetic(a.table, 4, 0.5, seed=1))
 
 
+PINNED_FOLD_SEEDS = [209996134, 2045661949]  # fold_seed(0 and 1, "casme2/1") as first published
+
+
 def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Flow-like maps whose class sets the sign of u in a blob: learnable by every recognizer."""
     rng = np.random.default_rng(seed)
@@ -228,12 +231,15 @@ def _tasks(folds: np.ndarray, synthetic: int, seeds: tuple[int, ...] = (0,)) -> 
     return tasks
 
 
-def test_equal_budgets_every_arm_trains_the_same_steps_and_a_fold_without_synthetic_is_the_baseline() -> None:
+def test_replace_budget_every_arm_trains_the_same_steps_and_a_fold_without_synthetic_is_the_baseline() -> (
+    None
+):
     x, y = _separable(48, 0)
     folds = np.repeat(np.arange(6), 8).astype(str)
     spec = recognizer_spec("ststnet", epochs=4)
-    budget = budget_for(spec, [40] * 6, synthetic_share=0.25)
-    assert budget == Budget(steps=4 * 3, batch=16, synthetic_per_batch=4) and budget.ratio == "12:4"
+    budget = budget_for(spec, [40] * 6, synthetic_share=0.25, mode="replace")
+    assert budget == Budget(steps=4 * 3, batch=16, synthetic_per_batch=4, mode="replace")
+    assert budget.ratio == "12:4"
     tasks = _tasks(folds, synthetic=10)
     for task in tasks:
         positions, labels, used = batch_schedule(task, budget, y, len(x))
@@ -248,11 +254,38 @@ def test_equal_budgets_every_arm_trains_the_same_steps_and_a_fold_without_synthe
     assert np.array_equal(base[0], arm_without[0])  # fold 0: the arm got nothing → the baseline's batches
     outcomes = train_models(spec, tasks, x, y, x[:10] + 0.1, budget, 3, torch_threads=1)
     assert {o.steps for o in outcomes} == {budget.steps} and {o.batch for o in outcomes} == {16}
+    assert {o.real_per_batch for o in outcomes if o.arm == "arm" and o.fold != "0"} == {12}
     first = {o.arm: o for o in outcomes if o.fold == "0"}
     assert np.array_equal(first["baseline"].predictions, first["arm"].predictions)
     assert first["baseline"].final_loss == first["arm"].final_loss
     with pytest.raises(ValueError, match="synthetic share"):
-        budget_for(spec, [40], synthetic_share=1.0)
+        budget_for(spec, [40], synthetic_share=1.0, mode="replace")
+
+
+def test_add_budget_keeps_the_baselines_real_batches_and_puts_synthetic_on_top() -> None:
+    x, y = _separable(48, 0)
+    folds = np.repeat(np.arange(6), 8).astype(str)
+    spec = recognizer_spec("ststnet", epochs=4)
+    budget = budget_for(spec, [40] * 6, synthetic_share=0.5)  # add is the default
+    assert budget == Budget(steps=12, batch=16, synthetic_per_batch=8, mode="add") and budget.ratio == "16:8"
+    tasks = _tasks(folds, synthetic=10)
+    for baseline, arm in zip(tasks[0::2], tasks[1::2], strict=True):
+        base_positions, base_labels, _ = batch_schedule(baseline, budget, y, len(x))
+        positions, labels, used = batch_schedule(arm, budget, y, len(x))
+        width = 16 + used
+        assert positions.shape == (12, width) and used == (8 if len(arm.synthetic_rows) else 0)
+        # the first 16 of every batch ARE the baseline's batch, clip for clip
+        assert np.array_equal(positions[:, :16], base_positions)
+        assert np.array_equal(labels[:, :16], base_labels)
+        assert (positions[:, 16:] >= len(x)).all()
+    outcomes = train_models(spec, tasks, x, y, x[:10] + 0.1, budget, 3, torch_threads=1)
+    seen = {(o.arm, o.fold): (o.steps * o.real_per_batch, o.steps * o.synthetic_per_batch) for o in outcomes}
+    assert seen[("baseline", "1")] == (12 * 16, 0) and seen[("arm", "1")] == (12 * 16, 12 * 8)
+    assert seen[("arm", "0")] == (12 * 16, 0)  # the guard left fold 0 without synthetic clips
+    first = {o.arm: o for o in outcomes if o.fold == "0"}
+    assert np.array_equal(first["baseline"].predictions, first["arm"].predictions)
+    with pytest.raises(ValueError, match="synthetic mode"):
+        Budget(steps=1, batch=4, mode="mix")
 
 
 def test_batched_training_equals_one_model_at_a_time_and_learns() -> None:
@@ -280,7 +313,8 @@ def test_batched_training_equals_one_model_at_a_time_and_learns() -> None:
     a = train_models(resnet, small, x, y, x[:0], one_step, 3, batched=True, torch_threads=1)
     b = train_models(resnet, small, x, y, x[:0], one_step, 3, batched=False, torch_threads=1)
     assert [o.final_loss for o in a] == pytest.approx([o.final_loss for o in b], abs=1e-4)
-    assert fold_seed(0, "casme2/1") == fold_seed(0, "casme2/1") != fold_seed(1, "casme2/1")
+    # pinned: cached models and every published table depend on this derivation staying the same
+    assert [fold_seed(0, "casme2/1"), fold_seed(1, "casme2/1")] == PINNED_FOLD_SEEDS
 
 
 def test_networks_take_their_documented_inputs() -> None:

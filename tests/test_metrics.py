@@ -147,3 +147,13 @@ def test_resampling_seeds_widens_the_interval_when_seeds_disagree() -> None:
     without = two_level_bootstrap(true, base, arm, persons, 3, n_resamples=1000, resample_seeds=False)
     assert without["uf1"][1] - without["uf1"][0] == pytest.approx(0.0, abs=1e-12)
     assert with_seeds["uf1"][0] == pytest.approx(-1.0) and with_seeds["uf1"][1] == pytest.approx(0.0)
+
+
+def test_holm_adjustment_matches_the_step_down_by_hand() -> None:
+    from recognition_eval.metrics import holm_adjust
+
+    # sorted 0.01·4 = 0.04, 0.03·3 = 0.09, 0.04·2 = 0.08 → kept monotone at 0.09, 0.5·1 = 0.5
+    assert holm_adjust([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm_adjust([0.4, 0.3]) == pytest.approx([0.6, 0.6])  # capped by monotonicity, not above 1
+    assert holm_adjust([0.9, 0.8, 0.7]) == [1.0, 1.0, 1.0]
+    assert holm_adjust([]) == []

@@ -17,6 +17,7 @@ from augmenter.generators.base import ClipGenerator, PreparedClip, TargetFace
 LANDMARK_TPS = "landmark-tps"
 COPY_ONSET = "copy-onset"
 DEMO_ORACLE = "demo-oracle"
+DEMO_FRESH = "demo-fresh"
 
 # kind → "module:function"; the function is called as factory(argument, device=..., size=...), argument being
 # the text after "kind:" or None.
@@ -24,6 +25,7 @@ GENERATOR_KINDS: dict[str, str] = {
     LANDMARK_TPS: "augmenter.generators.landmark_tps:build_landmark_tps",
     COPY_ONSET: "augmenter.generators.copy_onset:build_copy_onset",
     DEMO_ORACLE: "augmenter.demo.oracle:build_demo_oracle",
+    DEMO_FRESH: "augmenter.demo.fresh:build_demo_fresh",
 }
 # weights-file suffix → "module:function", called as loader(path, device=..., size=...).
 CHECKPOINT_LOADERS: dict[str, str] = {
@@ -32,11 +34,12 @@ CHECKPOINT_LOADERS: dict[str, str] = {
     ".tar": "augmenter.generators.fomm:load_fomm_spec",
 }
 # Kinds that need no torch on a worker (numpy / OpenCV only).
-TORCH_FREE_KINDS: frozenset[str] = frozenset({LANDMARK_TPS, COPY_ONSET, DEMO_ORACLE})
+TORCH_FREE_KINDS: frozenset[str] = frozenset({LANDMARK_TPS, COPY_ONSET, DEMO_ORACLE, DEMO_FRESH})
 
 __all__ = [
     "CHECKPOINT_LOADERS",
     "COPY_ONSET",
+    "DEMO_FRESH",
     "DEMO_ORACLE",
     "GENERATOR_KINDS",
     "LANDMARK_TPS",
