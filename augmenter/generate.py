@@ -357,7 +357,7 @@ def run_batch(settings: BatchSettings, items: Sequence[dict]) -> list[dict]:
     from concurrent.futures import ThreadPoolExecutor
 
     from augmenter.face import get_face_backend
-    from augmenter.prepare import keep_flow_tracks_in
+    from augmenter.tracks import keep_flow_tracks_in
 
     _limit_opencv_threads()
     keep_flow_tracks_in(settings.cache_dir or None)  # a source's flow tracks are made once per cluster
@@ -508,7 +508,7 @@ def plan_job(job: GenerateJob) -> tuple[pd.DataFrame, dict]:
 
 def default_cache_dir(job: GenerateJob) -> Path:
     """--cache-dir, else $AUGMENTER_CACHE, else the dataset's shared cache folder beside the manifest."""
-    from augmenter.prepare import resolve_cache_dir
+    from augmenter.cache import resolve_cache_dir
 
     return resolve_cache_dir(job.cache_dir, job.manifest)
 

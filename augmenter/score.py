@@ -29,12 +29,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augmenter.cache import resolve_cache_dir
+from augmenter.crops import DEFAULT_MARGIN
 from augmenter.errors import UserError
 from augmenter.face.base import FaceBackend, FaceBox
 from augmenter.flow import AU_REGIONS, FlowMethod, au_region_masks, end_point_error, face_mask, optical_flow
 from augmenter.generators import ClipGenerator, PreparedClip, TargetFace, generator_kind_of, load_generator
 from augmenter.manifest import read_manifest, row_fold_key, row_person
-from augmenter.prepare import DEFAULT_MARGIN, prepare_clips, resolve_cache_dir, select_subjects
+from augmenter.prepare import prepare_clips, select_subjects
 from augmenter.progress import StageProgress
 
 # Flow metrics per region: the face, the union of the AU regions, and each AU region on its own.

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from rich.console import Console
 
+from augmenter.cache import resolve_cache_dir
 from augmenter.devices import resolve_device
 from augmenter.errors import UserError
 from augmenter.face.prior import au_points_normalized
@@ -39,8 +40,9 @@ from augmenter.model.losses import (
     teacher_flow_loss,
 )
 from augmenter.model.networks import Networks
-from augmenter.prepare import flows_to_onset, prepare_clips_with_flows, resolve_cache_dir
+from augmenter.prepare import prepare_clips_with_flows
 from augmenter.progress import StageProgress
+from augmenter.teacher_flows import flows_to_onset
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
@@ -388,7 +390,7 @@ def train(
 
     The checkpoint records the fold keys and persons of the training rows, plus, when fine-tuning from
     `init`, whom those weights saw (their record and `trained_on`). Clips are prepared over `workers`
-    processes through the shared preparation cache (`cache_dir`, see augmenter.prepare.resolve_cache_dir).
+    processes through the shared preparation cache (`cache_dir`, see augmenter.cache.resolve_cache_dir).
     """
     started = time.monotonic()
     console = Console(stderr=True, soft_wrap=True)  # a log file gets whole lines

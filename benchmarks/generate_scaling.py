@@ -67,11 +67,11 @@ def _forget_targets() -> bool:
 
 def build_inputs(workdir: Path) -> tuple[Path, Path]:
     """Demo corpus (6 subjects × 4 clips, 64², 16–24 frames) and a manifest of the clips dlib can read."""
+    from augmenter.crops import read_rgb
     from augmenter.datasets import build_manifest
     from augmenter.demo.corpus import make_demo_corpus
     from augmenter.face import get_face_backend
     from augmenter.manifest import clip_frames, write_manifest
-    from augmenter.prepare import read_rgb
 
     corpus = make_demo_corpus(
         workdir / "corpus", subjects=6, clips_per_subject=4, size=64, seed=0, frames=(16, 24)

@@ -28,20 +28,15 @@ import torch
 from skimage import data
 from torch.utils.flop_counter import FlopCounterMode
 
+from augmenter.crops import crop_and_resize, square_crop
 from augmenter.face import get_face_backend
 from augmenter.face.prior import au_points_normalized
 from augmenter.generators.base import PreparedClip, TargetFace
-from augmenter.generators.fpfomm import (
-    FPFOMMGenerator,
-    frames_to_tensor,
-    keypoint_tracks,
-    load_fpfomm,
-    tps_landmarks,
-)
+from augmenter.generators.fpfomm import FPFOMMGenerator, keypoint_tracks, load_fpfomm, tps_landmarks
+from augmenter.generators.motion import frames_to_tensor
 from augmenter.model.config import load_config
 from augmenter.model.keypoint_detector import keypoint_values
 from augmenter.model.networks import Networks
-from augmenter.prepare import crop_and_resize, square_crop
 
 
 def real_clip(size: int, frames: int) -> tuple[PreparedClip, TargetFace]:

@@ -9,7 +9,7 @@ generate ×2, evaluate. Every stage uses the default preparation cache beside th
 
 Prints one JSON line: {"stages": {NAME: {"wall_s", "cache_hits", "cache_misses", "peak_rss_mb", "ok"}},
 "dry_run_estimate_s", "dry_run_store_gb", ...}. cache_hits / cache_misses are read from the cache's own
-counters (augmenter.prepare.cache_stats, summed over every process of the stage); a hit is any lookup that
+counters (augmenter.cache.cache_stats, summed over every process of the stage); a hit is any lookup that
 skipped the face work, including a face fit reused at another crop size. peak_rss_mb is the largest sum of
 the resident memory of the stage's process tree (sampled every 0.25 s). Each stage's output is in
 WORK/logs/NAME.log.
@@ -41,7 +41,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from augmenter.prepare import CACHE_ENV, CACHE_FOLDER, cache_stats, map_in_processes  # noqa: E402
+from augmenter.cache import CACHE_ENV, CACHE_FOLDER, cache_stats  # noqa: E402
+from augmenter.pool import map_in_processes  # noqa: E402
 
 SHEET = REPO / "tests" / "data" / "CASME2-coding-20190701.xlsx"
 RAW = "CASME2_RAW_selected"

@@ -41,12 +41,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from augmenter.crops import crop_and_resize, detect_face, square_crop
 from augmenter.face import get_face_backend
 from augmenter.flow import AU_REGIONS, au_region_masks, optical_flow
 from augmenter.generators import load_generator
 from augmenter.generators.base import TargetFace
 from augmenter.manifest import MANIFEST_COLUMNS, read_manifest, row_person, write_manifest
-from augmenter.prepare import crop_and_resize, detect_face, prepare_clip, prepare_target, square_crop
+from augmenter.prepare import prepare_clip, prepare_target
 from augmenter.progress import StageProgress
 from augmenter.score import crop_face_box, format_table, score_generators
 

@@ -31,10 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generator_throughput import load_clip, real_clip  # noqa: E402
 
+from augmenter.cache import cache_stats  # noqa: E402
 from augmenter.generators.fpfomm import load_fpfomm  # noqa: E402
 from augmenter.model.checkpoint import save_checkpoint  # noqa: E402
 from augmenter.model.config import load_config  # noqa: E402
-from augmenter.prepare import cache_stats, default_workers, prepare_clips_with_flows  # noqa: E402
+from augmenter.pool import default_workers  # noqa: E402
+from augmenter.prepare import prepare_clips_with_flows  # noqa: E402
 from augmenter.train import Trainer, _step_generator, clip_tensors, draw_batch  # noqa: E402
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augmenter.cache import resolve_cache_dir
 from augmenter.errors import UserError
 from augmenter.manifest import LABEL3_CLASSES, clip_key, read_manifest
-from augmenter.prepare import resolve_cache_dir
 from augmenter.progress import StageProgress
 from recognition_eval.features import (
     ClipFeatures,

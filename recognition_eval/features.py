@@ -24,9 +24,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from augmenter.cache import atomic_savez, load_npz
+from augmenter.crops import DEFAULT_MARGIN
 from augmenter.flow import FLOW_METHODS, optical_flow, optical_strain
 from augmenter.manifest import clip_key, list_frames
-from augmenter.prepare import DEFAULT_MARGIN, atomic_savez, load_npz, prepare_clip
+from augmenter.prepare import prepare_clip
 
 # Bump when the meaning of cached planes changes, so stale files are ignored rather than misread.
 FEATURE_CACHE_VERSION = 1

@@ -437,7 +437,7 @@ def model_cache_key(
 
 def save_outcome(path: Path, outcome: FoldOutcome) -> None:
     """Keep a finished model's outcome (atomic), so a rerun after a crash retrains only what is missing."""
-    from augmenter.prepare import atomic_savez
+    from augmenter.cache import atomic_savez
 
     meta = {k: v for k, v in asdict(outcome).items() if k not in ("test_rows", "predictions")}
     atomic_savez(
@@ -447,7 +447,7 @@ def save_outcome(path: Path, outcome: FoldOutcome) -> None:
 
 def load_outcome(path: Path) -> FoldOutcome | None:
     """An outcome finished by an earlier run, or None (absent, unreadable or older: it is trained again)."""
-    from augmenter.prepare import load_npz
+    from augmenter.cache import load_npz
 
     arrays = load_npz(path, ("test_rows", "predictions", "meta"))
     if arrays is None:

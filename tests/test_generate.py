@@ -23,10 +23,10 @@ import pytest
 import xarray as xr
 
 from augmenter.cluster import close_client, get_client
+from augmenter.crops import read_rgb
 from augmenter.errors import UserError
 from augmenter.generate import MAX_BATCH_CLIPS, GenerateJob, batch_sizes, fit_length, generate, plan_job
 from augmenter.manifest import clip_frames, read_manifest, write_manifest
-from augmenter.prepare import read_rgb
 from augmenter.preview import preview
 from augmenter.store import StoreLock, read_clip, store_table
 

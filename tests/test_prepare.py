@@ -12,26 +12,21 @@ import pandas as pd
 import pytest
 from skimage import data
 
+from augmenter.cache import CACHE_ENV, CacheStats, cache_stats, resolve_cache_dir
+from augmenter.crops import crop_and_resize, square_crop
 from augmenter.errors import UserError
 from augmenter.face.base import FaceBox
 from augmenter.face.dlib_backend import DlibFaceBackend
+from augmenter.pool import _pool_context
 from augmenter.prepare import (
-    CACHE_ENV,
-    CacheStats,
-    _pool_context,
-    cache_stats,
-    crop_and_resize,
     prepare_clip,
     prepare_clips,
     prepare_clips_with_flows,
     prepare_target,
     prepare_targets_from_folder,
     prepare_targets_from_manifest,
-    resolve_cache_dir,
-    smooth_tracks,
-    square_crop,
-    track_points_by_flow,
 )
+from augmenter.tracks import smooth_tracks, track_points_by_flow
 
 SIZE = 64
 SHIFT_PER_FRAME = 2  # pixels in the 512² original
@@ -311,13 +306,13 @@ def test_flow_tracks_of_a_clip_seen_again_come_from_memory(
 ) -> None:
     """generate animates one source onto many targets: the second tracking of the same pixels and points
     computes no flow, returns the same tracks, and a caller editing them does not change the kept copy."""
-    from augmenter import prepare
+    from augmenter import tracks
 
     clip = prepare_clip(_row(), clip_root, SIZE, backend)
     points = clip.landmarks[0]
     first = track_points_by_flow(clip.frames, points, "farneback")
     with monkeypatch.context() as patch:
-        patch.setattr(prepare, "optical_flow", None)  # any flow computed now would fail
+        patch.setattr(tracks, "optical_flow", None)  # any flow computed now would fail
         again = track_points_by_flow(clip.frames, points, "farneback")
     np.testing.assert_array_equal(again, first)
     again += 1.0
@@ -332,28 +327,28 @@ def test_flow_tracks_kept_in_a_cache_serve_another_process(
 ) -> None:
     """With keep_flow_tracks_in, tracks land in the cache's tracks/ folder: a process that has never tracked
     the clip (memory emptied here) reads them back without computing a flow; a damaged file is made again."""
-    from augmenter import prepare
+    from augmenter import tracks
 
     clip = prepare_clip(_row(), clip_root, SIZE, backend)
     points = clip.landmarks[0]
     cache = tmp_path / "cache"
-    monkeypatch.setattr(prepare, "_TRACKS_CACHE", type(prepare._TRACKS_CACHE)())
-    prepare.keep_flow_tracks_in(cache)
+    monkeypatch.setattr(tracks, "_TRACKS_CACHE", type(tracks._TRACKS_CACHE)())
+    tracks.keep_flow_tracks_in(cache)
     try:
         first = track_points_by_flow(clip.frames, points, "farneback")
-        files = list((cache / prepare.TRACKS_FOLDER).glob("*.npy"))
+        files = list((cache / tracks.TRACKS_FOLDER).glob("*.npy"))
         assert len(files) == 1 and files[0].name.startswith("farneback-")
-        prepare._TRACKS_CACHE.clear()
+        tracks._TRACKS_CACHE.clear()
         with monkeypatch.context() as patch:
-            patch.setattr(prepare, "optical_flow", None)  # any flow computed now would fail
+            patch.setattr(tracks, "optical_flow", None)  # any flow computed now would fail
             np.testing.assert_array_equal(track_points_by_flow(clip.frames, points, "farneback"), first)
         assert cache_stats(cache).by_kind["tracks"] == {"hit": 1, "partial": 0, "miss": 1}
         files[0].write_bytes(b"not an array")
-        prepare._TRACKS_CACHE.clear()
+        tracks._TRACKS_CACHE.clear()
         np.testing.assert_array_equal(track_points_by_flow(clip.frames, points, "farneback"), first)
         assert np.load(files[0]).shape == first.shape  # made again and rewritten whole
     finally:
-        prepare.keep_flow_tracks_in(None)
+        tracks.keep_flow_tracks_in(None)
 
 
 def test_smooth_tracks_removes_jitter_keeps_motion() -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from skimage import data
 
+from augmenter.crops import crop_and_resize, square_crop
 from augmenter.face.prior import (
     AU_LANDMARKS,
     NUM_PRIOR_POINTS,
@@ -15,7 +16,6 @@ from augmenter.face.prior import (
     prior_heatmap,
 )
 from augmenter.model.grid import normalized_to_pixels
-from augmenter.prepare import crop_and_resize, square_crop
 
 
 @pytest.fixture(scope="module")

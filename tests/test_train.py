@@ -16,6 +16,7 @@ import pytest
 import torch
 from skimage import data
 
+from augmenter.crops import crop_and_resize, square_crop
 from augmenter.devices import resolve_device
 from augmenter.errors import UserError
 from augmenter.generators.base import PreparedClip
@@ -23,7 +24,6 @@ from augmenter.manifest import read_manifest, with_persons, write_manifest
 from augmenter.model.checkpoint import load_checkpoint, save_checkpoint
 from augmenter.model.config import merge_config
 from augmenter.model.grid import coordinate_grid, resize_grid
-from augmenter.prepare import crop_and_resize, square_crop
 from augmenter.train import Trainer, _step_generator, clip_tensors, draw_batch, train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from augmenter.devices import resolve_device
 from augmenter.errors import UserError
 from augmenter.generators.base import PreparedClip, TargetFace
-from augmenter.generators.fpfomm import check_frame_size, frames_to_tensor, hull_area, resolve_device
+from augmenter.generators.motion import check_frame_size, frames_to_tensor, hull_area
 from augmenter.model.checkpoint import INFERENCE_NETWORKS, check_fit, config_from_state, load_checkpoint
 from augmenter.model.networks import Networks
 

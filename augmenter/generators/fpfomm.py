@@ -15,25 +15,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial import ConvexHull, QhullError
 
 from augmenter.devices import resolve_device  # re-exported: callers import it from here too
 from augmenter.errors import UserError
 from augmenter.face.prior import au_points_normalized
 from augmenter.generators.base import PreparedClip, TargetFace
+from augmenter.generators.fomm import fomm_generator
+from augmenter.generators.motion import check_frame_size, frames_to_tensor, hull_area
 from augmenter.model.checkpoint import load_checkpoint
 from augmenter.model.config import keypoint_mode, track_method
 from augmenter.model.grid import pixels_to_normalized
 from augmenter.model.keypoint_detector import keypoint_values
 from augmenter.model.networks import Networks
-from augmenter.prepare import smooth_tracks, track_points_by_flow
-
-
-def hull_area(points: np.ndarray) -> float:
-    try:
-        return float(ConvexHull(np.asarray(points, np.float64)).volume)
-    except (QhullError, ValueError):
-        return 0.0
+from augmenter.tracks import smooth_tracks, track_points_by_flow
 
 
 def keypoint_tracks(clip: PreparedClip, config: dict[str, Any]) -> np.ndarray:
@@ -64,21 +58,6 @@ def tps_landmarks(tracks: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """(..., 68, 2) pixel landmarks → (..., 60, 2) normalised: the points the landmark TPS motion moves."""
     tensor = tracks if isinstance(tracks, torch.Tensor) else torch.from_numpy(np.asarray(tracks))
     return pixels_to_normalized(tensor[..., TPS_LANDMARKS, :].float(), size)
-
-
-def frames_to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (T, S, S, 3) → float (T, 3, S, S) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def check_frame_size(source: PreparedClip, target: TargetFace, size: int) -> None:
-    """Refuse a clip or target prepared at another size than the weights run at."""
-    if source.frames.shape[1:3] != (size, size) or target.image.shape[:2] != (size, size):
-        raise UserError(
-            f"{source.key} → {target.key}: clip {source.frames.shape[1:3]} / target "
-            f"{target.image.shape[:2]} "
-            f"do not match the checkpoint's size {size}; prepare them at --size {size}"
-        )
 
 
 # A target's encoder features (None when no decoder reads them).
@@ -263,8 +242,6 @@ def load_fpfomm_spec(path: Path, device: str = "cpu", size: int | None = None) -
     with learned keypoints (an imported FOMM file) becomes the "fomm" generator."""
     payload, digest = load_checkpoint(path)
     if "config" in payload and keypoint_mode(payload["config"]) == "learned":
-        from augmenter.generators.fomm import fomm_generator
-
         networks = checkpoint_networks(path, payload)
         generator = fomm_generator(networks, payload["config"], payload, digest, device)
     else:

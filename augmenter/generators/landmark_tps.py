@@ -20,7 +20,7 @@ import json
 import numpy as np
 
 from augmenter.generators.base import PreparedClip, TargetFace
-from augmenter.prepare import smooth_tracks, track_points_by_flow
+from augmenter.tracks import smooth_tracks, track_points_by_flow
 from augmenter.warp import border_points, tps_displacement_fields, warp_forward
 
 KIND = "landmark-tps"
@@ -37,7 +37,7 @@ DEFAULT_SIGMA_FRAMES = 1.0
 DEFAULT_DEAD_BAND_PX = 0.0
 DEFAULT_BORDER_POINTS_PER_SIDE = 4
 # dead_band_px is given at 128² crops and scales with the source crop (tracking noise in crop pixels grows
-# with the crop size: dlib landmarks are fitted at a fixed resolution, augmenter.prepare.LANDMARK_FIT_SIDE).
+# with the crop size: dlib landmarks are fitted at a fixed resolution, augmenter.crops.LANDMARK_FIT_SIDE).
 DEAD_BAND_REFERENCE_SIZE = 128
 
 
