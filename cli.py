@@ -3,27 +3,84 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from augmenter.errors import UserError
 
-app = typer.Typer(
-    name="augmenter",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    help="Synthetic micro-expression clips from a facial-prior FOMM, generated on Dask, stored in Zarr, "
+# Every command's help goes through click's formatter, not typer's Rich panels: Rich narrows the option-name
+# column together with the help column in a narrow terminal and cuts long names (`--max-synthetic-rat…` at 80
+# columns); click's puts a long name's help on the next line and never cuts a name. Wide terminals get up
+# to HELP_WIDTH columns. Commands and sub-apps made with `_typer` (and its `command`) get this layout.
+HELP_WIDTH = 100
+_NO_BREAK_HYPHEN = "\u2011"  # stands in for "-" while wrapping: textwrap breaks lines after a "-"
+
+
+class _HelpFormatter(typer.Context.formatter_class):
+    """click's help layout, but a line never breaks inside a hyphenated word, so an option named in a help
+    text (`--gpus-per-node`) stays whole."""
+
+    def _restore_hyphens(self, start: int) -> None:
+        self.buffer[start:] = [text.replace(_NO_BREAK_HYPHEN, "-") for text in self.buffer[start:]]
+
+    def write_text(self, text: str) -> None:
+        start = len(self.buffer)
+        super().write_text(text.replace("-", _NO_BREAK_HYPHEN))
+        self._restore_hyphens(start)
+
+    def write_dl(self, rows: Iterable[tuple[str, str]], col_max: int = 30, col_spacing: int = 2) -> None:
+        start = len(self.buffer)
+        kept = [(term, text.replace("-", _NO_BREAK_HYPHEN)) for term, text in rows]
+        super().write_dl(kept, col_max, col_spacing)
+        self._restore_hyphens(start)
+
+
+class _HelpContext(typer.Context):
+    formatter_class = _HelpFormatter
+
+
+class _HelpCommand(TyperCommand):
+    context_class = _HelpContext
+
+
+class _HelpGroup(TyperGroup):
+    context_class = _HelpContext
+
+
+class _Typer(typer.Typer):
+    """typer.Typer whose commands default to this CLI's help layout."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or _HelpCommand, **kwargs)
+
+
+def _typer(help: str, **settings: Any) -> typer.Typer:
+    """A typer app (or sub-app) with this CLI's help layout."""
+    return _Typer(
+        cls=_HelpGroup,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        context_settings={"max_content_width": HELP_WIDTH},
+        help=help,
+        **settings,
+    )
+
+
+app = _typer(
+    "Synthetic micro-expression clips from a facial-prior FOMM, generated on Dask, stored in Zarr, "
     "and measured by leave-one-subject-out recognition.",
+    name="augmenter",
 )
-manifest_app = typer.Typer(no_args_is_help=True, help="Build and check manifests from dataset annotations.")
-cluster_app = typer.Typer(no_args_is_help=True, help="Cluster helpers (SLURM scripts).")
+manifest_app = _typer("Build and check manifests from dataset annotations.")
+cluster_app = _typer("Cluster helpers (SLURM scripts).")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(cluster_app, name="cluster")
-checkpoint_app = typer.Typer(
-    no_args_is_help=True, help="Import FOMM / FP-FOMM weights; export ours to their file layout."
-)
+checkpoint_app = _typer("Import FOMM / FP-FOMM weights; export ours to their file layout.")
 app.add_typer(checkpoint_app, name="checkpoint")
 err_console = Console(stderr=True)
 

@@ -683,8 +683,8 @@ def test_casme3_v2_text_cells_and_repairs(tmp_path: Path) -> None:
 
 
 def test_casme3_v1_xls(tmp_path: Path) -> None:
-    """The v1 label file is an old binary .xls (numbers as numbers), read through xlrd."""
-    import xlwt  # a test extra that writes .xls; reading goes through xlrd, a dependency
+    """The v1 label file is an old binary .xls (numbers as numbers), read through python-calamine."""
+    import xlwt  # a test extra that writes .xls; reading goes through python-calamine, a dependency
 
     workbook = xlwt.Workbook()
     sheet = workbook.add_sheet("Sheet1")
@@ -770,6 +770,98 @@ def test_casme1_two_sections_and_backslash_cells(tmp_path: Path) -> None:
     kinds = [(p.file.endswith("'Section B'"), p.kind) for p in build.problems]
     assert kinds == [(True, "apex missing"), (True, "offset missing")]
     assert "cell '\\\\'" in build.problems[0].reason
+
+
+# Section A as the real workbook lays it out: subject 6's EP02_5 is one video in which several MEs are coded.
+CASME1_SECTION_A = [
+    CASME1_HEADER,
+    [6, "EP02_5", 11, 20, "\\", 40, 30, "4", "disgust"],
+    [6, "EP02_5", 61, "\\", 75, 90, 30, "14", "comtempt"],  # the sheet's typo; apex in ApexF2
+    [6, "EP02_5", 101, 110, "\\", "\\", None, "4+7", "repression"],  # no offset
+    [6, "EP02_5", 61, "\\", 75, 90, 30, "14", "comtempt"],  # the same ME coded twice
+    [6, "EP01_12", 5, 9, "\\", "\\", None, "1+2", "surprise"],  # a folder with one ME, no offset
+    [1, "EP01_5", 1, 12, "\\", 30, 30, "4+R10", "disgust"],
+]
+
+
+def _casme1_frames(root: Path) -> None:
+    for clip, last in (("EP02_5", 200), ("EP01_12", 50)):
+        folder = root / "Section A" / "sub06" / clip
+        folder.mkdir(parents=True)
+        for number in range(1, last + 1):
+            (folder / f"img{number}.jpg").write_bytes(b"x")
+    (root / "Section A" / "sub01" / "EP01_5").mkdir(parents=True)
+    for number in range(1, 31):
+        (root / "Section A" / "sub01" / "EP01_5" / f"img{number}.jpg").write_bytes(b"x")
+
+
+def test_casme1_every_me_of_a_multi_me_folder_is_its_own_clip(tmp_path: Path) -> None:
+    workbook = openpyxl.Workbook()
+    workbook.active.title = "Section A"
+    for row in CASME1_SECTION_A:
+        workbook.active.append(row)
+    path = tmp_path / "CASME_label.xlsx"
+    workbook.save(path)
+    root = tmp_path / "casme1"
+    _casme1_frames(root)
+    build = build_manifest("casme1", path, root, check_frames=True)
+    frame = build.frame.set_index("clip_id")
+    # the typical length is 29 (the consistent rows' median offset − onset)
+    assert list(frame.index) == ["EP02_5@11-40", "EP02_5@61-90", "EP02_5@101-130", "EP01_12", "EP01_5"]
+    video = frame.loc[["EP02_5@11-40", "EP02_5@61-90", "EP02_5@101-130"]]
+    assert set(video["frames_dir"]) == {"Section A/sub06/EP02_5"} and set(video["subject"]) == {"6"}
+    assert video[["onset", "apex", "offset"]].values.tolist() == [[11, 20, 40], [61, 75, 90], [101, 110, 130]]
+    # the video's folder runs to frame 200: a missing offset in it comes from the typical length, while
+    # a folder holding one ME still ends at its last frame on disk
+    assert frame.loc["EP01_12", ["offset", "frames_dir"]].tolist() == [50, "Section A/sub06/EP01_12"]
+    assert video["n_frames"].tolist() == [30, 30, 30] and frame.loc["EP01_12", "n_frames"] == 46
+    for clip_id, row in video.iterrows():
+        numbers = [n for n, _ in clip_frames({**row, "clip_id": clip_id}, root)]
+        assert numbers == list(range(row["onset"], row["offset"] + 1))
+    assert frame.loc["EP02_5@61-90", ["emotion", "label3", "au"]].tolist() == ["contempt", "negative", "14"]
+    assert [(p.row, p.clip, p.kind, p.repair) for p in build.problems] == [
+        (3, "EP02_5@61-90", "emotion misspelt", True),
+        (4, "EP02_5", "offset missing", True),
+        (5, "EP02_5@61-90", "emotion misspelt", True),
+        (6, "EP01_12", "offset missing", True),
+        (5, "EP02_5@61-90", "duplicate clip", False),
+    ]
+    misspelt = build.problems[0]
+    assert misspelt.original == "emotion 'comtempt'" and "'comtempt' read as 'contempt'" in misspelt.reason
+    assert "row 3" in build.problems[-1].reason  # the duplicate names the row it repeats
+
+
+def test_casme1_xls_workbook_keeps_the_sheets_row_numbers(tmp_path: Path) -> None:
+    """An .xls copy of the sheet (python-calamine) with a title row and a blank row above the header reads
+    like the .xlsx: empty cells are None, and problems give the sheet's own row numbers."""
+    import xlwt
+
+    workbook = xlwt.Workbook()
+    sheet = workbook.add_sheet("Section A")
+    sheet.write(0, 0, "CASME coding")
+    for r, row in enumerate(CASME1_SECTION_A, start=2):
+        for c, value in enumerate(row):
+            if value is not None:
+                sheet.write(r, c, value)
+    path = tmp_path / "CASME_label.xls"
+    workbook.save(str(path))
+    build = build_manifest("casme1", path, None)
+    assert list(build.frame["clip_id"]) == [
+        "EP02_5@11-40",
+        "EP02_5@61-90",
+        "EP02_5@101-130",
+        "EP01_12",
+        "EP01_5",
+    ]
+    assert build.frame["subject"].tolist() == ["6", "6", "6", "6", "1"]
+    assert [(p.row, p.kind) for p in build.problems] == [
+        (5, "emotion misspelt"),
+        (6, "offset missing"),
+        (7, "emotion misspelt"),
+        (8, "offset missing"),
+        (7, "duplicate clip"),
+    ]
+    assert build.frame.set_index("clip_id").loc["EP01_12", "offset"] == 5 + 29  # no root: the typical length
 
 
 def test_persons_file_names_the_person_behind_each_subject(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ BAD_SUBJECT = "bad subject"
 MISSING_FILENAME = "missing filename"
 DUPLICATE_CLIP = "duplicate clip"
 NOT_IN_ANNOTATIONS = "GT row not in annotations"
+EMOTION_MISSPELT = "emotion misspelt"
 
 DROPPED = "row dropped"
 _ROOT_HINT = " (pass --root to place it from the clip's frames on disk)"
@@ -62,8 +63,10 @@ _LABEL3: dict[str, str] = {
 }
 # Words that are real emotions outside the 3 classes ("others"); anything else is reported as unknown.
 _OUT_OF_PROTOCOL = {"others", "other", "tense", "unknown"}
+# Misspellings found in the official sheets → the word meant (CASME I's Section A writes "comtempt").
+_MISSPELT: dict[str, str] = {"comtempt": "contempt"}
 
-_SPREADSHEET_SUFFIXES = {".xlsx", ".xlsm"}  # .xls (binary) is read through xlrd
+_SPREADSHEET_SUFFIXES = {".xlsx", ".xlsm"}  # .xls (binary) is read through python-calamine
 _HEADER_SCAN_ROWS = 40
 
 
@@ -175,33 +178,33 @@ def _sheets_from_xlsx(path: Path) -> Iterator[tuple[str, list[tuple[int, list[ob
 
 
 def _sheets_from_xls(path: Path) -> Iterator[tuple[str, list[tuple[int, list[object]]]]]:
-    """An old binary .xls workbook (CAS(ME)^3 v1) through xlrd; empty and error cells become None."""
-    import xlrd
+    """An old binary .xls workbook (CAS(ME)^3 v1) through python-calamine, a maintained reader (xlrd, the
+    old one, is deprecated in pandas); empty and error cells become None, as openpyxl gives them."""
+    import python_calamine
+
+    def unreadable(exc: Exception) -> UserError:
+        return UserError(
+            f"{path}: not a readable .xls workbook ({type(exc).__name__}: {exc}); give the dataset's "
+            "annotation spreadsheet (.xls/.xlsx) or a CSV export of it"
+        )
 
     try:
-        workbook = xlrd.open_workbook(str(path), on_demand=True)
-    except Exception as exc:  # xlrd raises several kinds (XLRDError, struct.error, ...) on a damaged file
-        raise UserError(
-            f"{path}: not a readable .xls workbook ({type(exc).__name__}); give the dataset's annotation "
-            "spreadsheet (.xls/.xlsx) or a CSV export of it"
-        ) from None
-    skip = {xlrd.XL_CELL_EMPTY, xlrd.XL_CELL_BLANK, xlrd.XL_CELL_ERROR}
+        workbook = python_calamine.CalamineWorkbook.from_path(str(path))
+    except python_calamine.CalamineError as exc:
+        raise unreadable(exc) from None
     try:
-        for index in range(workbook.nsheets):
-            sheet = workbook.sheet_by_index(index)
+        for name in workbook.sheet_names:
+            try:  # skip_empty_area=False keeps the leading empty rows: row numbers stay the sheet's own
+                values = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
+            except python_calamine.CalamineError as exc:
+                raise unreadable(exc) from None
             rows = [
-                (
-                    number + 1,
-                    [
-                        None if kind in skip else value
-                        for kind, value in zip(sheet.row_types(number), sheet.row_values(number), strict=True)
-                    ],
-                )
-                for number in range(sheet.nrows)
+                (number, [None if cell == "" else cell for cell in row])
+                for number, row in enumerate(values, start=1)
             ]
-            yield sheet.name, rows
+            yield name, rows
     finally:
-        workbook.release_resources()
+        workbook.close()
 
 
 def read_table(
@@ -441,7 +444,7 @@ class SheetReading:
         label (`label3` when the reader decided it itself) — kept by `keep_record`; `pattern` and `fps`
         override the defaults for this row only."""
         key = (subject, clip)
-        emotion = row.text("emotion")
+        emotion = resolve_emotion(row, clip, key, self.issues)
         au = resolve_au(row, clip, key, self.issues)
         if label3 is None:
             label3 = resolve_label3(emotion, row.number, clip, key, self.issues)
@@ -566,6 +569,28 @@ def resolve_au(
         outcome = f"kept AU {parsed.canonical!r}" + (f", au_notes {parsed.notes!r}" if parsed.notes else "")
         issues.add(row.number, clip, UNREADABLE_AU, parsed.error or "", key, outcome=outcome)
     return {"au": parsed.canonical, "au_notes": parsed.notes}
+
+
+def resolve_emotion(row: SheetRow, clip: str, key: tuple[str, str], issues: Issues) -> str:
+    """The row's emotion word, a known misspelling replaced by the word meant and reported as a repair (the
+    sheet's spelling in the problem's `original`), so the clip keeps its class instead of becoming unknown."""
+    written = row.text("emotion")
+    meant = _MISSPELT.get(written.lower())
+    if meant is None:
+        return written
+    outcome = f"kept with emotion {meant!r} (label3 {label3_of(meant)!r})"
+    detail = f"{written!r} read as {meant!r}"
+    issues.add(
+        row.number,
+        clip,
+        EMOTION_MISSPELT,
+        detail,
+        key,
+        outcome=outcome,
+        repair=True,
+        original=f"emotion {written!r}",
+    )
+    return meant
 
 
 def resolve_label3(emotion: str, row: int | None, clip: str, key: tuple[str, str], issues: Issues) -> str:
