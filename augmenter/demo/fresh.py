@@ -85,8 +85,8 @@ class DemoFreshGenerator(DemoOracleGenerator):
 
     def animate(self, source: PreparedClip, target: TargetFace) -> np.ndarray:
         """uint8 (T, S, S, 3), T the source's frame count: a new clip of the source's AUs on the target."""
+        from augmenter.crops import DEFAULT_MARGIN, crop_and_resize, detect_face, square_crop
         from augmenter.face import get_face_backend
-        from augmenter.prepare import DEFAULT_MARGIN, crop_and_resize, detect_face, square_crop
 
         aus = tuple(ClipPlan.from_dict(self.truth_of(source.key).plan).aus)
         face = self._face(target)
