@@ -125,7 +125,7 @@ def test_cli_writes_a_corpus(tmp_path: Path) -> None:
         ["demo-data", "--out", str(tmp_path), "--subjects", "1", "--clips-per-subject", "2", "--size", "48"],
     )
     assert result.exit_code == 0, result.output
-    sheet = pd.read_excel(tmp_path / ANNOTATION_FILE)
+    sheet = pd.read_excel(tmp_path / ANNOTATION_FILE, engine="openpyxl")
     assert len(sheet) == 2 and (tmp_path / RAW_FOLDER / "sub01").is_dir()
 
 
