@@ -274,8 +274,15 @@ def score_command(
     face_backend: str = typer.Option("dlib", "--face-backend", help="dlib | insightface | auto."),
     device: str = typer.Option("cpu", "--device", help="Torch device for checkpoints, e.g. cpu or cuda:0."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Reuse prepared clips from this folder."),
+    transfer: Path | None = typer.Option(
+        None,
+        "--transfer",
+        help="Demo corpus root: score TRANSFER fidelity instead (pairings onto another person's face, each "
+        "clip against demo-oracle's clip of the same pairing, beside copy-onset and the oracle).",
+    ),
 ) -> None:
-    """Self-reenactment scores of generators beside copy-onset, on one clip set; a re-run resumes."""
+    """Self-reenactment (or, with --transfer, transfer) scores of generators beside copy-onset; a re-run
+    resumes."""
     import json
 
     from augmenter.score import format_table, score_generators
@@ -283,6 +290,25 @@ def score_command(
     def split(values: list[str] | None) -> list[str] | None:
         return [s for value in values or [] for s in value.split(",") if s] or None
 
+    if transfer is not None:
+        from augmenter.transfer import format_transfer_table, score_transfer
+
+        scores = score_transfer(
+            generator,
+            manifest,
+            root,
+            truth=transfer,
+            persons=split(persons),
+            subjects=split(subjects),
+            size=size,
+            backend=face_backend,
+            device=device,
+            out=out,
+            cache_dir=cache_dir,
+        )
+        err_console.print(format_transfer_table(scores))
+        print(json.dumps(scores, indent=2))
+        return
     scores = score_generators(
         generator,
         manifest,

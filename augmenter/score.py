@@ -12,6 +12,9 @@ and the real clip's flow, landmarks and embedding are measured once per clip and
 may be several weights files (the two-halves recipe): each clip is then scored by the first of them that
 never saw the clip's person. Per-clip results are appended to `<out>.clips.jsonl` as they are made, so a
 re-run (after a kill, or with one more generator) scores only what is missing.
+
+What `generate` does — move ANOTHER person's face — is scored by augmenter.transfer (against the demo
+oracle's clip of the same pairing), with the masks, flow scores and bootstrap of this module.
 """
 
 from __future__ import annotations
@@ -101,8 +104,7 @@ def clip_reference(
     """Real landmarks per frame, apex embedding, onset → apex flow and the face / AU-region masks."""
     real = clip.frames
     box = crop_face_box(real.shape[1], margin)
-    masks = au_region_masks(clip.landmarks[0], real.shape[1:3])
-    masks["face"] = face_mask(clip.landmarks[0], real.shape[1:3])
+    masks = region_masks(clip.landmarks[0], real.shape[1:3])
     return ClipReference(
         clip=clip,
         box=box,
@@ -113,8 +115,19 @@ def clip_reference(
     )
 
 
+def region_masks(landmarks68: np.ndarray, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The masks every flow score is measured in: "face" (the landmarks' hull), "au" and each AU region."""
+    masks = au_region_masks(landmarks68, shape)
+    masks["face"] = face_mask(landmarks68, shape)
+    return masks
+
+
 def _flow_scores(flow: np.ndarray, reference: ClipReference) -> dict[str, float]:
-    masks, real = reference.masks, reference.flow
+    return flow_scores(flow, reference.flow, reference.masks)
+
+
+def flow_scores(flow: np.ndarray, real: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """EPE and cosine of `flow` against the `real` flow over the face and the AU regions (region_masks)."""
     scores = {
         "flow_epe": end_point_error(flow, real, masks["face"]),
         "flow_cos": flow_cosine(flow, real, masks["face"]),
@@ -339,9 +352,10 @@ def clips_path_for(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".json") + ".clips.jsonl")
 
 
-def _read_clip_results(path: Path | None) -> dict[tuple[str, str, str, str], dict]:
-    """Finished per-clip results keyed by (clip, row, generator checksum, settings); a torn last line (being
-    written when the run stopped) is cut off."""
+def _read_clip_results(path: Path | None, unit: str = "clip") -> dict[tuple[str, str, str, str], dict]:
+    """Finished per-clip results keyed by (entry[unit], row, generator checksum, settings); a torn last line
+    (being written when the run stopped) is cut off. `unit` is the field naming what was scored ("clip", or
+    "pair_id" for transfer scores)."""
     results: dict[tuple[str, str, str, str], dict] = {}
     if path is None or not path.is_file():
         return results
@@ -353,7 +367,7 @@ def _read_clip_results(path: Path | None) -> dict[tuple[str, str, str, str], dic
     for line in text.splitlines():
         try:
             entry = json.loads(line)
-            results[(entry["clip"], entry["row"], entry["checksum"], entry["settings"])] = entry
+            results[(entry[unit], entry["row"], entry["checksum"], entry["settings"])] = entry
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
     return results
