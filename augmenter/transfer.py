@@ -42,13 +42,15 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from augmenter.cache import resolve_cache_dir
+from augmenter.crops import DEFAULT_MARGIN
 from augmenter.errors import UserError
 from augmenter.face.base import FaceBackend
 from augmenter.flow import AU_REGIONS, FlowMethod, optical_flow
 from augmenter.generators import ClipGenerator, PreparedClip, TargetFace, generator_kind_of, load_generator
 from augmenter.manifest import clip_key, read_manifest
 from augmenter.plan import make_plan, targets_from_manifest
-from augmenter.prepare import DEFAULT_MARGIN, prepare_targets_from_manifest, resolve_cache_dir
+from augmenter.prepare import prepare_targets_from_manifest
 from augmenter.progress import StageProgress
 from augmenter.score import (
     COPY_ONSET,
