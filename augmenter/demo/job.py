@@ -104,6 +104,7 @@ class DemoResult:
     preview: Path
     seconds: float
     stage_seconds: dict[str, float]
+    transfer: dict = field(default_factory=dict)
 
 
 def _natural_key(text: str) -> tuple:
@@ -360,6 +361,16 @@ def run_demo(job: DemoJob) -> DemoResult:
             partial(_score_all, checkpoints, corpus_root, manifest, scores_path, cache, job.model_size),
         )
     scores = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
+    transfer_path = out / "transfer.json"
+    if job.score:
+        stages.run(
+            "transfer",
+            f"transfer fidelity: each generator's clip of another person against demo-oracle's clip of "
+            f"the same pairing, beside copy-onset → {transfer_path}",
+            transfer_path.is_file,
+            partial(_score_transfer, checkpoints, corpus_root, manifest, transfer_path, cache, job),
+        )
+    transfer = json.loads(transfer_path.read_text()) if transfer_path.is_file() else {}
 
     report_dir = out / "report"
     report_json = report_dir / "report.json"
@@ -406,6 +417,7 @@ def run_demo(job: DemoJob) -> DemoResult:
     result = DemoResult(
         report=report,
         scores=scores,
+        transfer=transfer,
         report_dir=report_dir,
         preview=preview_path,
         seconds=time.perf_counter() - started,
@@ -429,6 +441,21 @@ def _score_all(
         (ORACLE, (f"demo-oracle:{Path(corpus_root).resolve()}",)),
     ]
     return score_generators(rows, manifest, corpus_root, size=size, out=out, cache_dir=cache, progress=True)
+
+
+def _score_transfer(
+    checkpoints: dict[str, Path], corpus_root: Path, manifest: Path, out: Path, cache: Path, job: DemoJob
+) -> dict:
+    """One transfer table on the demo's own pairings: FP-FOMM (each pairing by the half that saw neither
+    person), landmark-tps, copy-onset and the oracle, planes at the evaluation's crop."""
+    from augmenter.transfer import score_transfer
+
+    rows = [(FPFOMM, (str(checkpoints["a"]), str(checkpoints["b"]))), (LANDMARK_TPS, (LANDMARK_TPS,))]
+    return score_transfer(
+        rows, manifest, corpus_root, truth=corpus_root, max_per_source=job.max_per_source, seed=job.seed,
+        size=job.model_size, out=out, cache_dir=cache, recognizer=job.recognizer,
+        feature_crop_size=job.model_size,
+    )  # fmt: skip
 
 
 def arm_rows(report: dict) -> list[tuple[str, dict]]:
@@ -460,6 +487,7 @@ def summary_document(result: DemoResult, stores: dict[str, Path] | None = None) 
         "ci_uar": report.get("ci_uar"),
         "n_synthetic_used": report.get("n_synthetic_used"),
         "scores": result.scores,
+        "transfer": result.transfer,
         "seconds": round(result.seconds, 1),
         "stage_seconds": {k: round(v, 1) for k, v in result.stage_seconds.items()},
     }
@@ -511,6 +539,10 @@ def print_summary(result: DemoResult, console: Console) -> None:
         from augmenter.score import format_table
 
         console.print(format_table(result.scores), highlight=False, soft_wrap=True)
+    if result.transfer:
+        from augmenter.transfer import format_transfer_table
+
+        console.print(format_transfer_table(result.transfer))
     console.print(gain_table(result.report))
     console.print(
         f"report: {result.report_dir}; preview: {result.preview}; wall time {result.seconds / 60:.1f} min "
