@@ -260,6 +260,9 @@ def write_report(
         "training_sets": "training_sets.csv",
     }
     write_json_atomic(out / "report.json", report)
+    from recognition_eval.html_report import write_html_report  # report.html: the same run, one page
+
+    write_html_report(out, report, labels, classes, persons, predictions)
     if console is None:
         console = Console(stderr=True)
         if not console.is_terminal:
