@@ -282,8 +282,12 @@ def write_report(
         "logs": logs,
         "figures": ["confusion.png", "per_class_f1.png", "per_fold.png"],
         "training_sets": "training_sets.csv",
+        "html": "report.html",
     }
     write_json_atomic(out / "report.json", report)
+    from recognition_eval.html_report import write_html_report  # report.html: the same run, one page
+
+    write_html_report(out, report, labels, classes, persons, predictions)
     if not print_table:
         return
     if console is None:
