@@ -154,10 +154,12 @@ def manifest_check(
 @app.command("demo-data")
 def demo_data_command(
     out: Path = typer.Option(..., "--out", help="Folder to write the corpus into (CASME II layout + sheet)."),
-    subjects: int = typer.Option(
-        9, "--subjects", help="Number of subjects (9 real people, then variants; persons.csv says who)."
+    subjects: int | None = typer.Option(
+        None, "--subjects", help="Subjects (default: every distinct person; then variants; see persons.csv)."
     ),
-    clips_per_subject: int = typer.Option(8, "--clips-per-subject", help="Clips per subject."),
+    clips_per_subject: int | None = typer.Option(
+        None, "--clips-per-subject", help="Clips per subject (default: the demo's)."
+    ),
     size: int = typer.Option(128, "--size", help="Frame side in pixels (motion amplitudes scale with it)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
 ) -> None:
@@ -165,7 +167,11 @@ def demo_data_command(
     from rich.progress import Progress
 
     from augmenter.demo.corpus import make_demo_corpus
+    from augmenter.demo.job import DemoJob
 
+    defaults = DemoJob()
+    subjects = subjects or defaults.subject_count()
+    clips_per_subject = clips_per_subject or defaults.clips_per_subject
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("demo clips", total=subjects * clips_per_subject)
         corpus = make_demo_corpus(
@@ -174,6 +180,7 @@ def demo_data_command(
             clips_per_subject=clips_per_subject,
             size=size,
             seed=seed,
+            frames=defaults.frames,
             progress=lambda done, total: progress.update(task, completed=done),
         )
     err_console.print(f"{corpus.clips} clips in {corpus.seconds:.1f} s; annotations: {corpus.annotations}")
@@ -644,8 +651,12 @@ def evaluate_command(
 def demo_command(
     out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for every stage's outputs."),
     workers: int = typer.Option(2, "--workers", help="Dask CPU workers for generation."),
-    subjects: int = typer.Option(9, "--subjects", help="Demo subjects (9 real people, then variants)."),
-    clips_per_subject: int = typer.Option(8, "--clips-per-subject", help="Demo clips per subject."),
+    subjects: int | None = typer.Option(
+        None, "--subjects", help="Demo subjects (default: every distinct person, then variants)."
+    ),
+    clips_per_subject: int | None = typer.Option(
+        None, "--clips-per-subject", help="Demo clips per subject (default: the demo's)."
+    ),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Recognizer seeds, comma-separated (≥ 3 for a CI)."),
     score: bool = typer.Option(
         False, "--score/--no-score", help="Also the self-reenactment table of every generator (~3 min)."
@@ -667,12 +678,13 @@ def demo_command(
         seed_values = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         raise UserError(f"--seeds {seeds!r}: give integers separated by commas, e.g. 0,1,2") from None
+    defaults = DemoJob()
     run_demo(
         DemoJob(
             out=out,
             workers=workers,
             subjects=subjects,
-            clips_per_subject=clips_per_subject,
+            clips_per_subject=clips_per_subject or defaults.clips_per_subject,
             seeds=seed_values,
             score=score,
             train=train,

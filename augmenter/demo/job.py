@@ -72,7 +72,7 @@ class DemoJob:
 
     out: Path = Path("demo-output")
     workers: int = 2
-    subjects: int = 9  # one per real person (augmenter/demo/faces.py); more subjects are variants
+    subjects: int | None = None  # None: one per distinct real person (augmenter/demo/faces.py)
     clips_per_subject: int = 8
     corpus_size: int = 128
     frames: tuple[int, int] = (16, 32)
@@ -92,6 +92,12 @@ class DemoJob:
     seed: int = 0  # corpus and pairing seed
     score: bool = False  # the self-reenactment table (one clip set, every generator): ~3 min more
     console: Console = field(default_factory=lambda: Console(stderr=True))
+
+    def subject_count(self) -> int:
+        """Subjects of the corpus: as set, else one per distinct person of the installed + fetched photos."""
+        from augmenter.demo.faces import available_persons
+
+        return int(self.subjects) if self.subjects else available_persons()
 
 
 @dataclass
@@ -254,6 +260,10 @@ def run_demo(job: DemoJob) -> DemoResult:
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(job.console)
+    subjects = job.subject_count()
+    from augmenter.demo.faces import persons_note
+
+    job.console.print(persons_note(), highlight=False)
     corpus_root = out / "corpus"
     annotations = corpus_root / ANNOTATION_FILE
     manifest = out / "manifest.csv"
@@ -261,10 +271,10 @@ def run_demo(job: DemoJob) -> DemoResult:
 
     stages.run(
         "demo corpus",
-        f"{job.subjects} subjects × {job.clips_per_subject} clips at {job.corpus_size}² → {corpus_root}",
+        f"{subjects} subjects × {job.clips_per_subject} clips at {job.corpus_size}² → {corpus_root}",
         lambda: annotations.is_file() and (corpus_root / TRUTH_FILE).is_file(),
         lambda: make_demo_corpus(
-            corpus_root, job.subjects, job.clips_per_subject, job.corpus_size, job.seed, job.frames
+            corpus_root, subjects, job.clips_per_subject, job.corpus_size, job.seed, job.frames
         ),
     )
     stages.run(
@@ -414,6 +424,9 @@ def run_demo(job: DemoJob) -> DemoResult:
         preview_path.is_file,
         lambda: preview(stores[f"{FPFOMM}-a"], preview_path, n=4, manifest=manifest, root=corpus_root),
     )
+    from recognition_eval.html_report import rewrite_html_report
+
+    rewrite_html_report(report_dir, preview_path)  # the page with the preview; cheap, so on every run
     result = DemoResult(
         report=report,
         scores=scores,
