@@ -33,7 +33,15 @@ def _ints(text: str) -> list[int]:
 
 
 def calibrate(
-    work: Path, clips: int, epochs: int, crop: int, subjects: int, seeds: tuple[int, ...], workers: int
+    work: Path,
+    clips: int,
+    epochs: int,
+    crop: int,
+    subjects: int,
+    seeds: tuple[int, ...],
+    workers: int,
+    per_source: int = 1,
+    batch: int | None = None,
 ) -> dict:
     """One setting: the calibration corpus, its manifest, a fresh store at `crop`, baseline vs fresh."""
     from augmenter.datasets import build_manifest_file
@@ -53,25 +61,26 @@ def calibrate(
             "casme2", corpus / ANNOTATION_FILE, corpus, manifest, check_frames=True, strict=True,
             persons=corpus / PERSONS_FILE,
         )  # fmt: skip
-    store = base / f"fresh-{crop}.zarr"
+    name = f"fresh-{crop}-x{per_source}"
+    store = base / f"{name}.zarr"
     started = time.perf_counter()
-    if not (base / f"fresh-{crop}.complete").is_file():
+    if not (base / f"{name}.complete").is_file():
         generate(
             GenerateJob(
                 manifest=manifest, root=corpus, generator=f"demo-fresh:{corpus.resolve()}", targets=manifest,
-                out=store, workers=workers, gpus="none", max_per_source=defaults.max_per_source, size=crop,
+                out=store, workers=workers, gpus="none", max_per_source=per_source, size=crop,
                 seed=CORPUS_SEED, cache_dir=base / "cache", dashboard_address=None, identity_quality=False,
                 progress=False,
             )
         )  # fmt: skip
-        (base / f"fresh-{crop}.complete").write_text("done\n")
+        (base / f"{name}.complete").write_text("done\n")
     generate_s = time.perf_counter() - started
     started = time.perf_counter()
     report = evaluate(
         EvaluateJob(
-            manifest=manifest, root=corpus, out=base / f"report-{epochs}ep-{crop}",
+            manifest=manifest, root=corpus, out=base / f"report-{epochs}ep-{crop}-x{per_source}-b{batch}",
             recognizer=defaults.recognizer, arms=(Arm("fresh", (store,)),), seeds=seeds, epochs=epochs,
-            crop_size=crop,
+            crop_size=crop, batch=batch,
             cache_dir=base / "cache" / "features", prepare_cache_dir=base / "cache", workers=workers,
             show_progress=False, print_table=False, progress=lambda message: None,
         )
@@ -80,6 +89,8 @@ def calibrate(
     return {
         "clips": clips,
         "epochs": epochs,
+        "batch": report["spec"]["batch"],
+        "per_source": per_source,
         "crop": crop,
         "persons": report["n_folds"],
         "baseline_uf1": round(report["arms"]["baseline"]["uf1"], 3),
@@ -103,15 +114,19 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=None, help="default: every distinct person")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--per-source", default="1", help="fresh clips per source clip, comma-separated")
+    parser.add_argument("--batch", type=int, default=None, help="real clips per batch (default: configured)")
     args = parser.parse_args()
     subjects = args.subjects or available_persons()
     for clips in _ints(args.clips):
         for crop in _ints(args.crops):
-            for epochs in _ints(args.epochs):
-                line = calibrate(
-                    args.work, clips, epochs, crop, subjects, tuple(_ints(args.seeds)), args.workers
-                )
-                print(json.dumps(line), flush=True)
+            for per_source in _ints(args.per_source):
+                for epochs in _ints(args.epochs):
+                    line = calibrate(
+                        args.work, clips, epochs, crop, subjects, tuple(_ints(args.seeds)), args.workers,
+                        per_source, args.batch,
+                    )  # fmt: skip
+                    print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ class EvaluateJob:
     protocol: str = "3class"
     device: str = "auto"  # auto = cuda when the workers have a GPU, else cpu
     epochs: int | None = None  # None = the configured fixed schedule
+    batch: int | None = None  # real clips per batch; None = the configured one
     config: Path | None = None
     cache_dir: Path | None = None  # None = <out>/cache
     prepare_cache_dir: Path | None = None  # face crops, shared by the stages: see resolve_cache_dir
@@ -259,7 +260,9 @@ def evaluate(job: EvaluateJob) -> dict:
     job.out = Path(job.out)
     job.out.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(job.cache_dir) if job.cache_dir is not None else job.out / "cache"
-    spec: RecognizerSpec = recognizer_spec(job.recognizer, job.config, epochs=job.epochs, input_size=job.size)
+    spec: RecognizerSpec = recognizer_spec(
+        job.recognizer, job.config, epochs=job.epochs, input_size=job.size, batch=job.batch
+    )
     settings = FeatureSettings(method=job.feature_method, crop_size=job.crop_size, backend=job.backend)
     bars = [parse_quality_bar(text) for text in job.min_quality]
     if not job.seeds:

@@ -88,6 +88,7 @@ class DemoJob:
     recognizer: str = "ststnet"
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int | None = 30  # recognizer schedule; None = the evaluation's configured one
+    batch: int | None = None  # real clips per recognizer batch; None = the configured one
     synthetic_mode: str = "add"  # synthetic clips on top of the baseline's real batches
     seed: int = 0  # corpus and pairing seed
     score: bool = False  # the self-reenactment table (one clip set, every generator): ~3 min more
@@ -407,6 +408,7 @@ def run_demo(job: DemoJob) -> DemoResult:
                 arms=arms,
                 seeds=tuple(job.seeds),
                 epochs=job.epochs,
+                batch=job.batch,
                 synthetic_mode=job.synthetic_mode,
                 crop_size=job.model_size,  # one domain: real clips cropped at the stores' size
                 cache_dir=cache / "features",
