@@ -24,8 +24,9 @@ fails is skipped with one line. --video FILE adds a video of your own.
    is exactly the first N steps of the longest run). The rung (0 = the demo weights) is chosen by flow EPE
    on the --val-persons; the test persons are not looked at for that.
 4. Self-reenactment on the --test-persons (`augmenter.score.score_generators`, one table on one clip set):
-   demo weights, the chosen fine-tuned rung, landmark-tps, copy-onset (optionally --fomm FILE.pth.tar). The
-   scorer refuses any clip of a person a checkpoint records as trained on.
+   demo weights, the chosen fine-tuned rung (--test-rungs: every rung, for the record), landmark-tps,
+   copy-onset (optionally --fomm FILE.pth.tar). The scorer refuses any clip of a person a checkpoint records
+   as trained on.
 5. Transfer. Test-person segments drive other real faces: the first frame of every other person no weights
    trained on (test and validation persons) and --photos package photos (persons the demo weights trained on).
    Per generator: identity kept, the dlib embedding distance of every generated frame to the target (lower is
@@ -484,6 +485,11 @@ def main() -> None:
     parser.add_argument("--val-persons", default="clm-webcam")
     parser.add_argument("--test-persons", default="", help="default: every other person")
     parser.add_argument("--steps", default="100,200", help="fine-tuning rungs; empty: no fine-tuning")
+    parser.add_argument(
+        "--test-rungs",
+        action="store_true",
+        help="also score the rungs validation did not choose on the test persons (for the record only)",
+    )
     parser.add_argument("--lr", type=float, default=1e-4, help="constant fine-tuning learning rate")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--fpfomm", type=Path, default=SHIPPED_FPFOMM, help="demo-trained FP-FOMM checkpoint")
@@ -533,7 +539,7 @@ def main() -> None:
     cache = args.out / "cache"
     key = {p: f"{DATASET}/{p}" for p in present}
 
-    tuned, timing, validation, chosen_steps = None, None, None, 0
+    timing, validation, chosen_steps, checkpoints = None, None, 0, {}
     rungs = [int(s) for s in _names(args.steps)]
     if rungs and not train_persons:
         print(f"skip fine-tuning: none of the training persons {args.train_persons} was fetched")
@@ -560,11 +566,10 @@ def main() -> None:
             chosen_steps = max(checkpoints)
             print(f"no validation person: taking the longest rung ({chosen_steps} steps)")
         print(f"chosen on validation: {chosen_steps} fine-tuning steps")
-        tuned = checkpoints.get(chosen_steps)
 
+    scored = {n: path for n, path in checkpoints.items() if n == chosen_steps or args.test_rungs}
     rows = [("fp-fomm-demo", [str(args.fpfomm)])]
-    if tuned is not None:
-        rows.append((f"fp-fomm-tuned-{chosen_steps}", [str(tuned)]))
+    rows += [(f"fp-fomm-tuned-{n}", [str(path)]) for n, path in scored.items()]
     rows.append(("landmark-tps", ["landmark-tps"]))
     if args.fomm is not None:
         rows.append(("fomm", [str(args.fomm)]))
@@ -582,8 +587,8 @@ def main() -> None:
     print(f"{'copy-onset':<24} {copy['n_clips']:>5} flow_epe {copy['flow_epe']:.3f}")
 
     generators = {"fp-fomm-demo": load_generator(args.fpfomm)}
-    if tuned is not None:
-        generators[f"fp-fomm-tuned-{chosen_steps}"] = load_generator(tuned)
+    for n, path in scored.items():
+        generators[f"fp-fomm-tuned-{n}"] = load_generator(path)
     generators["landmark-tps"] = load_generator("landmark-tps", size=args.size)
     if args.fomm is not None:
         generators["fomm"] = load_generator(args.fomm, size=args.size)
