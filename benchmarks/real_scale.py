@@ -377,6 +377,8 @@ def rehearse(work: Path, root: Path, sheet: Path, settings: Settings, suffix: st
         str(composite),
         "--known-manifest",
         str(manifest),
+        "--crop-size",
+        "64",  # tiny-64's stores: one domain for real and synthetic clips
         *common,
         "--seeds",
         "0",
