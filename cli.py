@@ -587,6 +587,9 @@ def evaluate_command(
         True, "--strict/--no-strict", help="Refuse generators trained on the test person or unknown persons."
     ),
     seeds: list[str] | None = typer.Option(None, "--seeds", help="Training seeds (default 0,1,2)."),
+    person_folds: int | None = typer.Option(
+        None, "--person-folds", help="K folds of whole persons (default: one fold per person, LOPO)."
+    ),
     workers: int = typer.Option(0, "--workers", help="Local Dask workers (0/1 = in process)."),
     scheduler_address: str | None = typer.Option(None, "--scheduler-address", help="Dask scheduler."),
     feature_method: str = typer.Option("tvl1", "--feature-method", help="tvl1 | farneback | dis."),
@@ -626,6 +629,7 @@ def evaluate_command(
         min_quality=tuple(min_quality or ()),
         strict=strict,
         seeds=seed_values,
+        person_folds=person_folds,
         workers=workers,
         scheduler_address=scheduler_address,
         feature_method=feature_method,

@@ -42,6 +42,7 @@ def calibrate(
     workers: int,
     per_source: int = 1,
     batch: int | None = None,
+    person_folds: int | None = None,
 ) -> dict:
     """One setting: the calibration corpus, its manifest, a fresh store at `crop`, baseline vs fresh."""
     from augmenter.datasets import build_manifest_file
@@ -78,9 +79,10 @@ def calibrate(
     started = time.perf_counter()
     report = evaluate(
         EvaluateJob(
-            manifest=manifest, root=corpus, out=base / f"report-{epochs}ep-{crop}-x{per_source}-b{batch}",
+            manifest=manifest, root=corpus,
+            out=base / f"report-{epochs}ep-{crop}-x{per_source}-b{batch}-k{person_folds}",
             recognizer=defaults.recognizer, arms=(Arm("fresh", (store,)),), seeds=seeds, epochs=epochs,
-            crop_size=crop, batch=batch,
+            crop_size=crop, batch=batch, person_folds=person_folds,
             cache_dir=base / "cache" / "features", prepare_cache_dir=base / "cache", workers=workers,
             show_progress=False, print_table=False, progress=lambda message: None,
         )
@@ -91,6 +93,7 @@ def calibrate(
         "epochs": epochs,
         "batch": report["spec"]["batch"],
         "per_source": per_source,
+        "person_folds": person_folds,
         "crop": crop,
         "persons": report["n_folds"],
         "baseline_uf1": round(report["arms"]["baseline"]["uf1"], 3),
@@ -116,6 +119,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--per-source", default="1", help="fresh clips per source clip, comma-separated")
     parser.add_argument("--batch", type=int, default=None, help="real clips per batch (default: configured)")
+    parser.add_argument(
+        "--person-folds", type=int, default=None, help="folds of whole persons (default: LOPO)"
+    )
     args = parser.parse_args()
     subjects = args.subjects or available_persons()
     for clips in _ints(args.clips):
@@ -124,7 +130,7 @@ def main() -> None:
                 for epochs in _ints(args.epochs):
                     line = calibrate(
                         args.work, clips, epochs, crop, subjects, tuple(_ints(args.seeds)), args.workers,
-                        per_source, args.batch,
+                        per_source, args.batch, args.person_folds,
                     )  # fmt: skip
                     print(json.dumps(line), flush=True)
 

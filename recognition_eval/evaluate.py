@@ -98,6 +98,9 @@ class EvaluateJob:
     synthetic_mode: str = "add"  # add: the baseline's real batches + synthetic on top; replace: in place
     known_manifests: tuple[Path, ...] = ()  # persons known but not evaluated (the stores' own manifests)
     seeds: tuple[int, ...] = (0, 1, 2)
+    # None: one fold per person (leave-one-person-out, the MEGC protocol); K: the persons in K groups, each
+    # group one fold (no person on both sides either way; CIs and p still resample persons)
+    person_folds: int | None = None
     workers: int = 0  # 0/1 = in this process; N ≥ 2 = a local Dask cluster of N workers
     scheduler_address: str | None = None
     feature_method: str = "tvl1"
@@ -333,20 +336,24 @@ def evaluate(job: EvaluateJob) -> dict:
         }
         real_x = stack_planes(real_clips, spec.input_size, spec.channel_indices)
         persons_of_rows = rows["person"].astype(str).to_numpy()
-        folds = sorted_folds(persons_of_rows)
-        if len(folds) < 2:
+        if len(set(persons_of_rows)) < 2:
             raise UserError(
-                f"{job.manifest}: {len(folds)} person(s) in the protocol; LOPO needs at least two"
+                f"{job.manifest}: {len(set(persons_of_rows))} person(s) in the protocol; LOPO needs two"
             )
+        fold_of_person = group_persons(persons_of_rows, job.person_folds)
+        fold_of_rows = np.array([fold_of_person[p] for p in persons_of_rows])
+        folds = sorted_folds(fold_of_rows)
+        fold_persons = {f: sorted_folds([p for p, g in fold_of_person.items() if g == f]) for f in folds}
         _say(
             job,
             f"features of {len(real_clips)} clips ({feature_stats['computed']} computed, "
             f"{feature_stats['cache_hits']} cached, {feature_stats['apex_estimated']} with estimated apex) "
-            f"in {time.perf_counter() - feature_started:.1f} s; {len(folds)} persons = folds",
+            f"in {time.perf_counter() - feature_started:.1f} s; {len(fold_of_person)} persons in "
+            f"{len(folds)} folds",
         )
 
         # ---- per arm, seed and person: the synthetic clips the guard allows (capped), then their features
-        plans = _plan_tasks(job, arms, arm_pools, persons_of_rows, folds)
+        plans = _plan_tasks(job, arms, arm_pools, fold_of_rows, fold_persons)
         needed = sorted({key for arm in arms for task in plans[arm.name] for key in task["synthetic_keys"]})
         item_of = {}
         for pool in arm_pools.values():
@@ -363,9 +370,9 @@ def evaluate(job: EvaluateJob) -> dict:
         position = {key: k for k, key in enumerate(needed)}
 
         # ---- models: every (arm, seed, person) on one budget
-        n_train = [int((persons_of_rows != fold).sum()) for fold in folds]
+        n_train = [int((fold_of_rows != fold).sum()) for fold in folds]
         budget = budget_for(spec, n_train, job.synthetic_share if arms else 0.0, job.synthetic_mode)
-        tasks = _model_tasks(job, arms, plans, persons_of_rows, folds, position)
+        tasks = _model_tasks(job, arms, plans, fold_of_rows, folds, position)
         outcomes, fold_cache_hits, train_seconds = _train(
             job, spec, budget, tasks, real_x, labels, synthetic_x, len(classes), device, client, cache_dir
         )
@@ -379,7 +386,11 @@ def evaluate(job: EvaluateJob) -> dict:
     predictions = {
         name: np.stack([_assemble(outcomes, name, seed, len(rows)) for seed in job.seeds]) for name in names
     }
-    report = summarise(job, spec, budget, rows, labels, classes, persons_of_rows, predictions, outcomes)
+    report = summarise(
+        job, spec, budget, rows, labels, classes, persons_of_rows, predictions, outcomes, fold_of_rows
+    )
+    if job.person_folds is not None:
+        report["fold_persons"] = fold_persons
     report["arms"] = _arm_reports(job, arms, arm_pools, pools, report, outcomes, budget)
     report.update(
         {
@@ -402,7 +413,7 @@ def evaluate(job: EvaluateJob) -> dict:
                 "min_quality": list(job.min_quality),
                 "per_store": {store: pool.counts for store, pool in pools.items()},
                 "pool": len(arm_pools[MAIN_ARM].table) if MAIN_ARM in arm_pools else 0,
-                "allowed_per_fold": _allowed_counts(arm_pools.get(MAIN_ARM), folds, job.strict),
+                "allowed_per_fold": _allowed_counts(arm_pools.get(MAIN_ARM), fold_persons, job.strict),
                 "folds_without_synthetic": _folds_without(outcomes, MAIN_ARM, job.seeds[0]),
             },
             "seconds": {"train": round(train_seconds, 2), "total": round(time.perf_counter() - started, 2)},
@@ -423,6 +434,19 @@ def evaluate(job: EvaluateJob) -> dict:
     return report
 
 
+def group_persons(persons: Sequence[str], n_folds: int | None) -> dict[str, str]:
+    """person → fold key: the person itself (None), or one of `n_folds` groups of whole persons, balanced in
+    size, the persons dealt round-robin from a fixed shuffle of their natural order (same folds every run)."""
+    ordered = sorted_folds(persons)
+    if n_folds is None:
+        return {person: person for person in ordered}
+    if not 2 <= n_folds <= len(ordered):
+        raise UserError(f"--person-folds {n_folds}: choose between 2 and the {len(ordered)} persons")
+    shuffled = [ordered[i] for i in np.random.default_rng(0).permutation(len(ordered))]
+    width = len(str(n_folds))
+    return {person: f"persons-{k % n_folds + 1:0{width}d}" for k, person in enumerate(shuffled)}
+
+
 def _device(job: EvaluateJob, client) -> str:  # noqa: ANN001
     if job.device != "auto":
         return job.device
@@ -439,10 +463,11 @@ def _plan_tasks(
     job: EvaluateJob,
     arms: Sequence[Arm],
     arm_pools: dict[str, _ArmPool],
-    persons_of_rows: np.ndarray,
-    folds: Sequence[str],
+    fold_of_rows: np.ndarray,
+    fold_persons: dict[str, list[str]],
 ) -> dict[str, list[dict]]:
-    """Per arm, one entry per (seed, person): the pool rows the guard allows, capped (seeded)."""
+    """Per arm, one entry per (seed, fold): the pool rows the guard allows for every test person of the
+    fold, capped (seeded)."""
     from recognition_eval.loso import fold_seed
 
     plans: dict[str, list[dict]] = {}
@@ -450,9 +475,9 @@ def _plan_tasks(
         table = arm_pools[arm.name].table
         entries = []
         for seed in job.seeds:
-            for fold in folds:
-                n_real = int((persons_of_rows != fold).sum())
-                allowed = allowed_for_fold(table, fold, strict=job.strict) if len(table) else table
+            for fold, test_persons in fold_persons.items():
+                n_real = int((fold_of_rows != fold).sum())
+                allowed = allowed_for_fold(table, test_persons, strict=job.strict) if len(table) else table
                 chosen = cap_synthetic(allowed, n_real, job.max_synthetic_ratio, fold_seed(seed, fold))
                 keys = (
                     [(s, int(i)) for s, i in zip(chosen["store"], chosen["index"], strict=True)]
@@ -477,14 +502,14 @@ def _model_tasks(
     job: EvaluateJob,
     arms: Sequence[Arm],
     plans: dict[str, list[dict]],
-    persons_of_rows: np.ndarray,
+    fold_of_rows: np.ndarray,
     folds: Sequence[str],
     position: dict[tuple[str, int], int],
 ) -> list[ModelTask]:
     tasks = []
     for seed in job.seeds:
         for fold in folds:
-            train, test = np.flatnonzero(persons_of_rows != fold), np.flatnonzero(persons_of_rows == fold)
+            train, test = np.flatnonzero(fold_of_rows != fold), np.flatnonzero(fold_of_rows == fold)
             tasks.append(ModelTask(BASELINE, seed, fold, train, test))
     for arm in arms:
         for entry in plans[arm.name]:
@@ -495,8 +520,8 @@ def _model_tasks(
                     arm=arm.name,
                     seed=entry["seed"],
                     fold=fold,
-                    train_rows=np.flatnonzero(persons_of_rows != fold),
-                    test_rows=np.flatnonzero(persons_of_rows == fold),
+                    train_rows=np.flatnonzero(fold_of_rows != fold),
+                    test_rows=np.flatnonzero(fold_of_rows == fold),
                     synthetic_rows=np.array([position[k] for k in keys], np.int64),
                     synthetic_labels=entry["labels"],
                     synthetic_ids=tuple(f"{store}#{index}" for store, index in keys),
@@ -608,10 +633,14 @@ def _folds_without(outcomes: Sequence[FoldOutcome], arm: str, seed: int) -> list
     )
 
 
-def _allowed_counts(pool: _ArmPool | None, folds: Sequence[str], strict: bool) -> dict[str, int]:
+def _allowed_counts(
+    pool: _ArmPool | None, fold_persons: dict[str, list[str]], strict: bool
+) -> dict[str, int]:
     if pool is None or pool.table.empty:
         return {}
-    return {fold: len(allowed_for_fold(pool.table, fold, strict=strict)) for fold in folds}
+    return {
+        fold: len(allowed_for_fold(pool.table, members, strict)) for fold, members in fold_persons.items()
+    }
 
 
 def _mean_draws(outcomes: Sequence[FoldOutcome], per_batch: str) -> float:
@@ -703,10 +732,13 @@ def summarise(
     persons_of_rows: np.ndarray,
     predictions: dict[str, np.ndarray],
     outcomes: Sequence[FoldOutcome],
+    fold_of_rows: np.ndarray | None = None,
 ) -> dict:
-    """The report.json content from the pooled predictions ((S, N) per arm)."""
+    """The report.json content from the pooled predictions ((S, N) per arm); the gain tests resample persons
+    whatever the folds (`fold_of_rows`, default one fold per person)."""
     n_classes = len(classes)
-    folds = sorted_folds(persons_of_rows)
+    fold_of_rows = persons_of_rows if fold_of_rows is None else fold_of_rows
+    folds = sorted_folds(fold_of_rows)
     report: dict = {
         "recognizer": job.recognizer,
         "protocol": job.protocol,
@@ -718,6 +750,10 @@ def summarise(
         "n_seeds": len(job.seeds),
         "unit": "person",
         "n_folds": len(folds),
+        "n_persons": len(set(persons_of_rows.tolist())),
+        "folding": "one person per fold"
+        if job.person_folds is None
+        else f"{len(folds)} folds of whole persons",
         "folds": folds,
         "n_subjects": int(rows[["dataset", "subject"]].astype(str).drop_duplicates().shape[0]),
         "resampled": "persons x seeds" if len(job.seeds) > 1 else "persons",
@@ -756,7 +792,7 @@ def summarise(
     }
     per_fold = []
     for fold in folds:
-        entry: dict = {"fold": fold, "n_test": int((persons_of_rows == fold).sum())}
+        entry: dict = {"fold": fold, "n_test": int((fold_of_rows == fold).sum())}
         for outcome in outcomes:
             if outcome.fold == fold:
                 accuracy = float(np.mean(outcome.predictions == labels[outcome.test_rows]))

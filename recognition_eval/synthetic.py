@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,14 +133,21 @@ def shuffle_labels(table: pd.DataFrame, seed: int) -> pd.DataFrame:
     return table
 
 
-def allowed_for_fold(table: pd.DataFrame, test_person: str, strict: bool = True) -> pd.DataFrame:
-    """The synthetic rows that may train the fold whose test person is `test_person` (module docstring)."""
+def allowed_for_fold(
+    table: pd.DataFrame, test_persons: str | Iterable[str], strict: bool = True
+) -> pd.DataFrame:
+    """The synthetic rows that may train the fold whose test person (or persons, for a fold of several) is
+    `test_persons` (module docstring): none of them may be a source, target or (strict) training person."""
     if table.empty:
         return table
-    keep = ~table["source_persons"].map(lambda persons: test_person in persons).astype(bool)
-    keep &= ~table["target_persons"].map(lambda persons: test_person in persons).astype(bool)
+    tested = {test_persons} if isinstance(test_persons, str) else set(test_persons)
+
+    def touches(column: str) -> pd.Series:
+        return table[column].map(lambda persons: not tested.isdisjoint(persons)).astype(bool)
+
+    keep = ~touches("source_persons") & ~touches("target_persons")
     if strict:
-        keep &= ~table["training_persons"].map(lambda persons: test_person in persons).astype(bool)
+        keep &= ~touches("training_persons")
     return table[keep]
 
 

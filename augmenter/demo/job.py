@@ -89,6 +89,7 @@ class DemoJob:
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int | None = 30  # recognizer schedule; None = the evaluation's configured one
     batch: int | None = None  # real clips per recognizer batch; None = the configured one
+    person_folds: int | None = 10  # folds of whole persons (None: one per person)
     synthetic_mode: str = "add"  # synthetic clips on top of the baseline's real batches
     seed: int = 0  # corpus and pairing seed
     score: bool = False  # the self-reenactment table (one clip set, every generator): ~3 min more
@@ -409,6 +410,7 @@ def run_demo(job: DemoJob) -> DemoResult:
                 seeds=tuple(job.seeds),
                 epochs=job.epochs,
                 batch=job.batch,
+                person_folds=job.person_folds,
                 synthetic_mode=job.synthetic_mode,
                 crop_size=job.model_size,  # one domain: real clips cropped at the stores' size
                 cache_dir=cache / "features",
