@@ -211,10 +211,18 @@ class _ClipJob:
     cache_dir: str | None
     margin: float
     flows_method: str | None
+    keep_going: bool = False
 
 
-def _run_clip_job(job: _ClipJob) -> tuple[PreparedClip, np.ndarray | None]:
-    clip = prepare_clip(job.row, job.root, job.size, job.backend, job.cache_dir, job.margin)
+def _run_clip_job(job: _ClipJob) -> tuple[PreparedClip, np.ndarray | None] | str:
+    """The prepared clip and its flows; with keep_going, a clip that cannot be prepared (no face found, a
+    frame missing) returns its one-line reason instead of stopping the whole run."""
+    try:
+        clip = prepare_clip(job.row, job.root, job.size, job.backend, job.cache_dir, job.margin)
+    except UserError as exc:
+        if not job.keep_going:
+            raise
+        return str(exc)
     flows = flows_to_onset(clip, job.flows_method, job.cache_dir) if job.flows_method else None
     return clip, flows
 
@@ -236,11 +244,13 @@ def prepare_clips_with_flows(
     workers: int | None = None,
     progress: bool = True,
     label: str = "preparing clips",
+    keep_going: bool = False,
 ) -> list[tuple[PreparedClip, np.ndarray | None]]:
     """(clip, flows to onset or None) for every row, in order: clips found whole in the cache are read here,
     the rest are prepared in a process pool (one process per core by default) and written to the cache as
     each finishes, so a killed run resumes where it stopped. Progress goes to stderr (contract of
     augmenter.progress). A FaceBackend object instead of a name keeps the work in this process.
+    `keep_going`: a clip that cannot be prepared is left out and named on stderr instead of stopping the run.
     """
     records = _rows(rows)
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -266,7 +276,14 @@ def prepare_clips_with_flows(
     if todo:
         jobs = [
             _ClipJob(
-                records[i], str(root), int(size), backend, str(cache) if cache else None, margin, flows_method
+                records[i],
+                str(root),
+                int(size),
+                backend,
+                str(cache) if cache else None,
+                margin,
+                flows_method,
+                keep_going,
             )
             for i in todo
         ]
@@ -282,6 +299,9 @@ def prepare_clips_with_flows(
             total=len(records),
         )
         for index, result in zip(todo, done, strict=True):
+            if isinstance(result, str):
+                print(f"warning: clip left out: {result}", file=sys.stderr, flush=True)
+                continue
             results[index] = result
     return [result for result in results if result is not None]
 

@@ -464,8 +464,9 @@ def train(
     teacher = train_cfg["teacher_method"] if train_cfg["teacher_flow"] > 0 else None
     # Preparation first, while this process runs no torch work: the pool's processes are forked from it.
     prepared = prepare_clips_with_flows(
-        frame, root, size, face_backend, cache, flows_method=teacher, workers=workers, progress=progress
-    )
+        frame, root, size, face_backend, cache, flows_method=teacher, workers=workers, progress=progress,
+        keep_going=True,
+    )  # fmt: skip
     clips = [
         clip_tensors(clip, config_dict, cache, flows) for clip, flows in prepared if len(clip.frames) >= 2
     ]

@@ -43,6 +43,7 @@ def calibrate(
     per_source: int = 1,
     batch: int | None = None,
     person_folds: int | None = None,
+    share: float = 0.5,
 ) -> dict:
     """One setting: the calibration corpus, its manifest, a fresh store at `crop`, baseline vs fresh."""
     from augmenter.datasets import build_manifest_file
@@ -80,9 +81,9 @@ def calibrate(
     report = evaluate(
         EvaluateJob(
             manifest=manifest, root=corpus,
-            out=base / f"report-{epochs}ep-{crop}-x{per_source}-b{batch}-k{person_folds}",
+            out=base / f"report-{epochs}ep-{crop}-x{per_source}-b{batch}-k{person_folds}-s{share}",
             recognizer=defaults.recognizer, arms=(Arm("fresh", (store,)),), seeds=seeds, epochs=epochs,
-            crop_size=crop, batch=batch, person_folds=person_folds,
+            crop_size=crop, batch=batch, person_folds=person_folds, synthetic_share=share,
             cache_dir=base / "cache" / "features", prepare_cache_dir=base / "cache", workers=workers,
             show_progress=False, print_table=False, progress=lambda message: None,
         )
@@ -94,8 +95,10 @@ def calibrate(
         "batch": report["spec"]["batch"],
         "per_source": per_source,
         "person_folds": person_folds,
+        "synthetic_share": share,
         "crop": crop,
-        "persons": report["n_folds"],
+        "persons": report["n_persons"],
+        "folds": report["n_folds"],
         "baseline_uf1": round(report["arms"]["baseline"]["uf1"], 3),
         "fresh_gain_uf1": round(fresh["gain_uf1"], 3),
         "fresh_ci_uf1": [round(v, 3) for v in fresh["ci_uf1"]],
@@ -122,6 +125,7 @@ def main() -> None:
     parser.add_argument(
         "--person-folds", type=int, default=None, help="folds of whole persons (default: LOPO)"
     )
+    parser.add_argument("--share", type=float, default=0.5, help="synthetic clips per batch / real batch")
     args = parser.parse_args()
     subjects = args.subjects or available_persons()
     for clips in _ints(args.clips):
@@ -130,7 +134,7 @@ def main() -> None:
                 for epochs in _ints(args.epochs):
                     line = calibrate(
                         args.work, clips, epochs, crop, subjects, tuple(_ints(args.seeds)), args.workers,
-                        per_source, args.batch, args.person_folds,
+                        per_source, args.batch, args.person_folds, args.share,
                     )  # fmt: skip
                     print(json.dumps(line), flush=True)
 

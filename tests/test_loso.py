@@ -336,3 +336,24 @@ def test_networks_take_their_documented_inputs() -> None:
 def test_folds_come_in_natural_order() -> None:
     keys = ["casme2/10", "casme2/2", "samm/006", "casme2/1", "smic/s10", "smic/s3", "casme2/2"]
     assert sorted_folds(keys) == ["casme2/1", "casme2/2", "casme2/10", "samm/006", "smic/s3", "smic/s10"]
+
+
+def test_folds_of_whole_persons_keep_every_person_on_one_side_and_the_guard_covers_the_group(
+    tmp_path: Path,
+) -> None:
+    from recognition_eval.evaluate import group_persons
+
+    persons = [f"casme2/{k}" for k in range(1, 24)] * 2  # a person appears once per clip
+    folds = group_persons(persons, 5)
+    assert set(folds) == set(persons) and group_persons(persons, 5) == folds  # every person, same every run
+    sizes = sorted(pd.Series(folds).value_counts())
+    assert len(sizes) == 5 and sizes[-1] - sizes[0] <= 1  # 23 persons → folds of 4 and 5
+    assert group_persons(persons, None) == {p: p for p in set(persons)}  # LOPO: each person its own fold
+    with pytest.raises(UserError, match="--person-folds"):
+        group_persons(persons, 1)
+    pool = _load(write_store(tmp_path / "g.zarr", _every_pair(), trained_on="casme2/2"))
+    group = allowed_for_fold(pool.table, ["p1", "p3"])
+    one_by_one = allowed_for_fold(allowed_for_fold(pool.table, "p1"), "p3")
+    assert group["index"].tolist() == one_by_one["index"].tolist() and len(group) > 0
+    for column in ("source_persons", "target_persons", "training_persons"):
+        assert not any({"p1", "p3"} & set(persons) for persons in group[column])
