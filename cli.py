@@ -311,38 +311,18 @@ def score_command(
     def split(values: list[str] | None) -> list[str] | None:
         return [s for value in values or [] for s in value.split(",") if s] or None
 
+    common = dict(
+        persons=split(persons), subjects=split(subjects), size=size, backend=face_backend, device=device,
+        out=out, cache_dir=cache_dir,
+    )  # fmt: skip
     if transfer is not None:
         from augmenter.transfer import format_transfer_table, score_transfer
 
-        scores = score_transfer(
-            generator,
-            manifest,
-            root,
-            truth=transfer,
-            persons=split(persons),
-            subjects=split(subjects),
-            size=size,
-            backend=face_backend,
-            device=device,
-            out=out,
-            cache_dir=cache_dir,
-        )
+        scores = score_transfer(generator, manifest, root, truth=transfer, **common)
         err_console.print(format_transfer_table(scores))
-        print(json.dumps(scores, indent=2))
-        return
-    scores = score_generators(
-        generator,
-        manifest,
-        root,
-        persons=split(persons),
-        subjects=split(subjects),
-        size=size,
-        backend=face_backend,
-        device=device,
-        out=out,
-        cache_dir=cache_dir,
-    )
-    err_console.print(format_table(scores), highlight=False, soft_wrap=True)
+    else:
+        scores = score_generators(generator, manifest, root, **common)
+        err_console.print(format_table(scores), highlight=False, soft_wrap=True)
     print(json.dumps(scores, indent=2))
 
 
@@ -661,7 +641,7 @@ def demo_command(
     clips_per_subject: int | None = typer.Option(
         None, "--clips-per-subject", help="Demo clips per subject (default: the demo's)."
     ),
-    seeds: str = typer.Option("0,1,2", "--seeds", help="Recognizer seeds, comma-separated (≥ 3 for a CI)."),
+    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Recognizer seeds, comma-separated (≥ 3)."),
     score: bool = typer.Option(
         False, "--score/--no-score", help="Also the self-reenactment table of every generator (~3 min)."
     ),

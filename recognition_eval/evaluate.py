@@ -340,7 +340,7 @@ def evaluate(job: EvaluateJob) -> dict:
             raise UserError(
                 f"{job.manifest}: {len(set(persons_of_rows))} person(s) in the protocol; LOPO needs two"
             )
-        fold_of_person = group_persons(persons_of_rows, job.person_folds)
+        fold_of_person = group_persons(persons_of_rows, job.person_folds, seen_by(pools))
         fold_of_rows = np.array([fold_of_person[p] for p in persons_of_rows])
         folds = sorted_folds(fold_of_rows)
         fold_persons = {f: sorted_folds([p for p, g in fold_of_person.items() if g == f]) for f in folds}
@@ -434,17 +434,60 @@ def evaluate(job: EvaluateJob) -> dict:
     return report
 
 
-def group_persons(persons: Sequence[str], n_folds: int | None) -> dict[str, str]:
-    """person → fold key: the person itself (None), or one of `n_folds` groups of whole persons, balanced in
-    size, the persons dealt round-robin from a fixed shuffle of their natural order (same folds every run)."""
+def seen_by(pools: dict[str, StorePool]) -> dict[str, tuple[str, ...]]:
+    """person → the stores whose generator saw them; persons no generator saw are absent."""
+    seen: dict[str, set[str]] = {}
+    for store, pool in pools.items():
+        if "training_persons" not in pool.table.columns:
+            continue
+        for persons in pool.table["training_persons"]:
+            for person in persons:
+                seen.setdefault(person, set()).add(store)
+    return {person: tuple(sorted(stores)) for person, stores in seen.items()}
+
+
+def group_persons(
+    persons: Sequence[str], n_folds: int | None, seen: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, str]:
+    """person → fold key: the person itself (None), or one of `n_folds` folds of whole persons.
+
+    Persons seen by different generators (`seen`, from seen_by) never share a fold: a fold may use a store
+    only when its generator saw none of the fold's persons, so a fold mixing the two halves of a two-halves
+    recipe would get no learned generator's clips at all. Within each such stratum the persons are dealt
+    round-robin from a fixed shuffle of their natural order, the folds split over the strata in proportion
+    to their sizes (at least one each); sizes stay balanced and the folds are the same every run.
+    """
     ordered = sorted_folds(persons)
     if n_folds is None:
         return {person: person for person in ordered}
     if not 2 <= n_folds <= len(ordered):
         raise UserError(f"--person-folds {n_folds}: choose between 2 and the {len(ordered)} persons")
-    shuffled = [ordered[i] for i in np.random.default_rng(0).permutation(len(ordered))]
+    seen = seen or {}
+    strata: dict[tuple[str, ...], list[str]] = {}
+    for person in ordered:
+        strata.setdefault(seen.get(person, ()), []).append(person)
+    groups = sorted(strata.values(), key=len, reverse=True)
+    if len(groups) > n_folds:
+        raise UserError(
+            f"--person-folds {n_folds}: the stores' generators saw {len(groups)} different sets of persons; "
+            f"give at least {len(groups)} folds"
+        )
+    shares = [max(1, round(n_folds * len(g) / len(ordered))) for g in groups]
+    while sum(shares) > n_folds:
+        shares[shares.index(max(shares))] -= 1
+    while sum(shares) < n_folds:  # the stratum with most persons per fold gets one more (never > its persons)
+        room = [len(g) / share if share < len(g) else 0.0 for g, share in zip(groups, shares, strict=True)]
+        shares[room.index(max(room))] += 1
+    rng = np.random.default_rng(0)
     width = len(str(n_folds))
-    return {person: f"persons-{k % n_folds + 1:0{width}d}" for k, person in enumerate(shuffled)}
+    result: dict[str, str] = {}
+    first = 0
+    for group, share in zip(groups, shares, strict=True):
+        shuffled = [group[i] for i in rng.permutation(len(group))]
+        for k, person in enumerate(shuffled):
+            result[person] = f"persons-{first + k % share + 1:0{width}d}"
+        first += share
+    return result
 
 
 def _device(job: EvaluateJob, client) -> str:  # noqa: ANN001

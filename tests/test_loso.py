@@ -351,6 +351,12 @@ def test_folds_of_whole_persons_keep_every_person_on_one_side_and_the_guard_cove
     assert group_persons(persons, None) == {p: p for p in set(persons)}  # LOPO: each person its own fold
     with pytest.raises(UserError, match="--person-folds"):
         group_persons(persons, 1)
+    # two generators, each trained on one half: no fold mixes the halves; 12 + 11 persons → 3 + 2 folds
+    seen = {p: ("store-b.zarr",) if k % 2 else ("store-a.zarr",) for k, p in enumerate(sorted(set(persons)))}
+    halves = group_persons(persons, 5, seen)
+    for fold in set(halves.values()):
+        assert len({seen[p] for p, f in halves.items() if f == fold}) == 1, fold
+    assert sorted(pd.Series(halves).value_counts()) == [4, 4, 4, 5, 6]
     pool = _load(write_store(tmp_path / "g.zarr", _every_pair(), trained_on="casme2/2"))
     group = allowed_for_fold(pool.table, ["p1", "p3"])
     one_by_one = allowed_for_fold(allowed_for_fold(pool.table, "p1"), "p3")
