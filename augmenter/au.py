@@ -38,12 +38,12 @@ DESCRIPTORS: tuple[str, ...] = ("soft focus", "glare", "null")
 TOKEN_KINDS: tuple[str, ...] = ("au", "code", "unspecified", "descriptor", "unknown")
 
 _ATOM = re.compile(
-    r"^(?:AU)?(?P<pre>[LRATBU]{0,2})(?P<num>\d{1,3})"
+    r"^(?:AU)?(?P<pre>[LRATBU]{0,3})(?P<num>\d{1,3})"
     r"(?:(?P<int1>[A-E])(?P<suf1>[LRTU])?|(?P<suf2>[LRTU])(?P<int2>[A-E])?)?(?P<doubt>\??)$"
 )
 _CODE = re.compile(r"^(?P<kind>AD|M)(?P<num>\d{1,3})(?P<int>[A-E]?)(?P<doubt>\??)$")
 _INTENSITY_CHOICE = re.compile(
-    r"^(?:AU)?(?P<pre>[LRATBU]{0,2})(?P<num>\d{1,3})\((?P<ints>[A-E](?:/[A-E])+)\)$"
+    r"^(?:AU)?(?P<pre>[LRATBU]{0,3})(?P<num>\d{1,3})\((?P<ints>[A-E](?:/[A-E])+)\)$"
 )
 _DESCRIPTOR = re.compile(r"(?<![A-Z])(SOFT\s*FOCUS|GLARE|NULL)(?![A-Z])")
 # "or" between two options: "R6 or R12", "(R6)or(R12)", "10or11", "L12 OR R12".

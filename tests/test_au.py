@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from augmenter.au import MAX_AU, TOKEN_KINDS, AUItem, parse_au
@@ -208,6 +208,7 @@ _AU_ALPHABET = st.sampled_from(list("0123456789LRABCDEFlr+/()?, ") + ["or", "ref
 
 @settings(max_examples=400, deadline=None)
 @given(st.one_of(st.text(max_size=40), st.lists(_AU_ALPHABET, max_size=25).map("".join)))
+@example("AL0R")  # two prefix sides and a suffix side: the canonical "LRA0" must read again
 def test_parsing_never_raises_and_canonical_round_trips(text: str) -> None:
     parsed = parse_au(text)
     assert isinstance(parsed.canonical, str)
