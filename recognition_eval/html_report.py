@@ -101,7 +101,7 @@ def figure_data(
     """What the figures need beyond report.json: per arm the confusion counts summed over seeds, and per arm,
     seed and test person the accuracy (so per-person gains show every seed, not just the first)."""
     labels, persons = np.asarray(labels), np.asarray(persons).astype(str)
-    folds = [str(f) for f in (report.get("folds") or sorted_folds(persons))]
+    folds = sorted_folds(persons)  # per test PERSON, whatever the folds (a fold may hold several persons)
     masks = [persons == fold for fold in folds]
     n = len(classes)
     return {
@@ -204,13 +204,15 @@ def _e(value: object) -> str:
 
 
 def _title(report: dict) -> str:
-    unit, recognizer, protocol = (report.get(k, "") for k in ("unit", "recognizer", "protocol"))
-    return f"Leave-one-{unit or 'person'}-out {recognizer} · {protocol}"
+    recognizer, protocol = (report.get(k, "") for k in ("recognizer", "protocol"))
+    folding = report.get("folding") or "one person per fold"
+    return f"{recognizer} · {protocol} · by person ({folding})"
 
 
 def _meta_lines(report: dict) -> list[str]:
     lines = [
-        f"{report.get('n_folds', '?')} {report.get('unit', 'person')}s (folds) · "
+        f"{report.get('n_persons', report.get('n_folds', '?'))} persons in "
+        f"{report.get('n_folds', '?')} folds · "
         f"{report.get('n_samples', '?')} clips · {report.get('n_seeds', '?')} seeds "
         f"{report.get('seeds', '')} · CI over {report.get('resampled', '?')}"
     ]
