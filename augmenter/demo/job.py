@@ -439,6 +439,8 @@ def _generate_and_evaluate(
 
     report_dir = out / "report"
     report_json = report_dir / "report.json"
+    n_persons = read_manifest(manifest)["person"].astype(str).nunique()
+    folds = job.person_folds if (job.person_folds or 0) < n_persons else None  # a small demo: one per person
     fpfomm_stores = (stores[f"{FPFOMM}-a"], stores[f"{FPFOMM}-b"])
     arms = (
         Arm(FRESH, (stores[FRESH],), role=ARM_ROLES[FRESH]),
@@ -464,7 +466,7 @@ def _generate_and_evaluate(
                 seeds=tuple(job.seeds),
                 epochs=job.epochs,
                 batch=job.batch,
-                person_folds=job.person_folds,
+                person_folds=folds,
                 synthetic_mode=job.synthetic_mode,
                 crop_size=job.model_size,  # one domain: real clips cropped at the stores' size
                 cache_dir=cache / "features",
