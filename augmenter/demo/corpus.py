@@ -178,7 +178,7 @@ def plan_clip(rng: np.random.Generator, aus: tuple[int, ...], size: int, frames:
 # --- writing ---
 
 
-def _encode_jpeg(frame: np.ndarray) -> bytes:
+def encode_jpeg(frame: np.ndarray) -> bytes:
     ok, buffer = cv2.imencode(
         ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
     )
@@ -194,7 +194,7 @@ def _write_clip_atomically(folder: Path, frames: np.ndarray, first_number: int) 
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     for index, frame in enumerate(frames):
-        (staging / f"img{first_number + index}.jpg").write_bytes(_encode_jpeg(frame))
+        (staging / f"img{first_number + index}.jpg").write_bytes(encode_jpeg(frame))
     if folder.exists():
         shutil.rmtree(folder)
     staging.rename(folder)

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from augmenter.demo.corpus import JPEG_QUALITY, TRUTH_FILE, plan_clip
+from augmenter.demo.corpus import TRUTH_FILE, encode_jpeg, plan_clip
 from augmenter.demo.oracle import DemoOracleGenerator, time_map
 from augmenter.demo.renderer import ClipPlan, render_clip
 from augmenter.errors import UserError
@@ -35,12 +35,8 @@ VERSION = 1  # bump when what a fresh clip draws changes
 
 def _jpeg_roundtrip(frame: np.ndarray) -> np.ndarray:
     """The frame as the corpus stores it: JPEG at the corpus quality, decoded again."""
-    ok, buffer = cv2.imencode(
-        ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-    )
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return cv2.cvtColor(cv2.imdecode(buffer, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    decoded = cv2.imdecode(np.frombuffer(encode_jpeg(frame), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 @functools.lru_cache(maxsize=2)
