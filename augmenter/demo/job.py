@@ -92,7 +92,6 @@ class DemoJob:
     recognizer: str = "ststnet"
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     epochs: int | None = 30  # recognizer schedule; None = the evaluation's configured one
-    batch: int | None = None  # real clips per recognizer batch; None = the configured one
     person_folds: int | None = 10  # folds of whole persons (None: one per person)
     synthetic_mode: str = "add"  # synthetic clips on top of the baseline's real batches
     seed: int = 0  # corpus and pairing seed
@@ -334,8 +333,9 @@ def run_demo(job: DemoJob) -> DemoResult:
 
     shared = _SharedCluster(job.workers)
     try:
+        n_persons = sum(len(half["persons"]) for half in halves.values())
         return _generate_and_evaluate(
-            job, out, stages, corpus_root, manifest, cache, checkpoints, shared, started
+            job, out, stages, corpus_root, manifest, cache, checkpoints, shared, started, n_persons
         )
     finally:
         shared.close()
@@ -374,6 +374,7 @@ def _generate_and_evaluate(
     checkpoints: dict[str, Path],
     shared: _SharedCluster,
     started: float,
+    n_persons: int,
 ) -> DemoResult:
     """Stores → (score, transfer) → evaluate → preview → summary, on one shared cluster."""
     from dataclasses import replace
@@ -439,7 +440,6 @@ def _generate_and_evaluate(
 
     report_dir = out / "report"
     report_json = report_dir / "report.json"
-    n_persons = read_manifest(manifest)["person"].astype(str).nunique()
     folds = job.person_folds if (job.person_folds or 0) < n_persons else None  # a small demo: one per person
     fpfomm_stores = (stores[f"{FPFOMM}-a"], stores[f"{FPFOMM}-b"])
     arms = (
@@ -465,7 +465,6 @@ def _generate_and_evaluate(
                 arms=arms,
                 seeds=tuple(job.seeds),
                 epochs=job.epochs,
-                batch=job.batch,
                 person_folds=folds,
                 synthetic_mode=job.synthetic_mode,
                 crop_size=job.model_size,  # one domain: real clips cropped at the stores' size
